@@ -1,0 +1,128 @@
+"""Command line: thin — parse, build the config, call the library. User errors exit 2, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+import typing
+from pathlib import Path
+
+from llmopt.errors import LlmoptError
+
+DEFAULT_RECIPE = Path("recipes/default.yaml")
+
+
+def _split_recipe(args: list[str]) -> tuple[Path, list[str]]:
+    """The first argument without '=' is the recipe; the rest are key=value overrides."""
+    if args and "=" not in args[0]:
+        return Path(args[0]), args[1:]
+    bad = [a for a in args[1:] if "=" not in a]
+    if bad:
+        raise LlmoptError(f"'{bad[0]}': overrides look like stages.<id>.<field>=value, and the recipe comes first.")
+    return DEFAULT_RECIPE, args
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    from llmopt.pipeline import run_recipe
+
+    recipe, overrides = _split_recipe(ns.args)
+    run_dir = run_recipe(recipe, overrides, Path(ns.runs_dir), ns.resume, argv=sys.argv)
+    report = run_dir / "report" / "report.html"
+    print(f"run finished: {run_dir}")
+    if report.is_file():
+        print(f"report: {report.resolve()}")
+    return 0
+
+
+def cmd_validate(ns: argparse.Namespace) -> int:
+    from llmopt.recipe import load_recipe
+
+    recipe_path, overrides = _split_recipe([ns.recipe, *ns.overrides])
+    recipe = load_recipe(recipe_path, overrides)
+    print(f"{recipe_path}: OK — recipe '{recipe.name}', {len(recipe.stages)} stages: "
+          + ", ".join(f"{s.id} ({s.type})" for s in recipe.stages))
+    return 0
+
+
+def cmd_stages(ns: argparse.Namespace) -> int:
+    from llmopt.stages import STAGES
+
+    for name, spec in STAGES.items():
+        cls = spec.config
+        print(f"{name}: {(cls.__doc__ or '').strip()}")
+        for field, info in cls.model_fields.items():
+            if field == "type":
+                continue
+            default = "required" if info.is_required() else f"default {_show(info.get_default(call_default_factory=True))}"
+            desc = f" — {info.description}" if info.description else ""
+            print(f"  {field}: {_type_name(info.annotation)} ({default}){desc}")
+        print()
+    return 0
+
+
+def _show(value: object) -> str:
+    dump = getattr(value, "model_dump", None)
+    return repr(dump(mode="json") if dump else value)
+
+
+def _type_name(ann: object) -> str:
+    origin = typing.get_origin(ann)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(ann))
+    if origin is not None and typing.get_args(ann):
+        args = [_type_name(a) for a in typing.get_args(ann)]
+        if origin in (typing.Union, types.UnionType):
+            return " | ".join(args)
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(args)}]"
+    if isinstance(ann, type) and hasattr(ann, "model_fields"):
+        return "{" + ", ".join(f"{k}: {_type_name(v.annotation)}" for k, v in ann.model_fields.items()) + "}"
+    return getattr(ann, "__name__", str(ann)).replace("NoneType", "null")
+
+
+def cmd_report(ns: argparse.Namespace) -> int:
+    from llmopt.pipeline import stage_metrics
+    from llmopt.report.render import build_report
+    from llmopt.rundir import check_run_dir
+
+    run_dir = check_run_dir(Path(ns.run_dir))
+    paths = build_report(run_dir, stage_metrics(run_dir), run_dir / "report")
+    print(f"report: {Path(paths['html']).resolve()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llmopt", description="Fine-tune, compress and evaluate models from one recipe.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a recipe (default: recipes/default.yaml)")
+    r.add_argument("args", nargs="*", metavar="[RECIPE] [stages.<id>.<field>=value ...]")
+    r.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
+                   help="continue RUN_DIR (or, with no value, the latest run of this recipe); done stages are skipped")
+    r.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs/)")
+    r.set_defaults(fn=cmd_run)
+    v = sub.add_parser("validate", help="check a recipe without loading models or data")
+    v.add_argument("recipe")
+    v.add_argument("overrides", nargs="*")
+    v.set_defaults(fn=cmd_validate)
+    s = sub.add_parser("stages", help="list stage types with their fields, types and defaults")
+    s.set_defaults(fn=cmd_stages)
+    rep = sub.add_parser("report", help="rebuild the report of a run directory")
+    rep.add_argument("run_dir")
+    rep.set_defaults(fn=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        return ns.fn(ns)
+    except LlmoptError as e:
+        print(f"llmopt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("llmopt: interrupted; rerun with --resume to continue.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

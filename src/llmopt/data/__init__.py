@@ -1,0 +1,1 @@
+"""Reading labelled text from files and splitting it."""

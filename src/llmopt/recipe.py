@@ -1,0 +1,293 @@
+"""YAML recipe → typed Recipe: overrides, validation with did-you-mean, resolved dump."""
+
+from __future__ import annotations
+
+import copy
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from llmopt.errors import RecipeError, did_you_mean
+from llmopt.stages import STAGES
+from llmopt.stages.base import StageConfig, Strict
+
+TOP_KEYS = ("version", "name", "seed", "threads", "stages")
+
+
+class Recipe(Strict):
+    version: int = Field(1, ge=1, le=1)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 42
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch; default: all cores")
+    stages: list[StageConfig]
+
+    def stage(self, stage_id: str) -> StageConfig:
+        for s in self.stages:
+            if s.id == stage_id:
+                return s
+        raise KeyError(stage_id)
+
+    def resolved(self) -> dict[str, Any]:
+        """The recipe with every default filled in, as plain data."""
+        out = {k: getattr(self, k) for k in ("version", "name", "seed", "threads")}
+        out["stages"] = [s.model_dump(mode="json") for s in self.stages]
+        return out
+
+    def resolved_yaml(self) -> str:
+        return yaml.safe_dump(self.resolved(), sort_keys=False, allow_unicode=True)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, check_paths: bool = True) -> Recipe:
+    """Read, override and validate a recipe file; every problem is a RecipeError."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found. Give the path to a YAML recipe (see recipes/).")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {e.start}). Save the recipe as UTF-8.") from None
+    return parse_recipe(text, source=str(path), overrides=overrides, base_dir=path.parent, check_paths=check_paths)
+
+
+def parse_recipe(
+    text: str,
+    source: str = "<recipe>",
+    overrides: list[str] | None = None,
+    base_dir: Path | None = None,
+    check_paths: bool = True,
+) -> Recipe:
+    try:
+        raw = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(e, "problem", None) or str(e)
+        raise RecipeError(f"{where}: invalid YAML ({problem}). Fix the syntax at that line.") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe is a YAML mapping with keys {', '.join(TOP_KEYS)}.")
+    raw = apply_overrides(raw, overrides or [], source)
+    recipe = _validate(raw, root, source)
+    _check_references(recipe, source, root)
+    if check_paths:
+        _check_paths(recipe, source, root, base_dir)
+    return recipe
+
+
+def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
+    """Apply `key.path=value` strings (values parsed as YAML) to the raw recipe."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"override '{item}': expected key=value, e.g. stages.finetune.epochs=1")
+        key, value_text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(value_text) if value_text != "" else ""
+        except yaml.YAMLError:
+            value = value_text
+        parts = key.strip().split(".")
+        if parts[0] == "stages":
+            if len(parts) < 3:
+                raise RecipeError(f"override '{item}': use stages.<id>.<field>=value")
+            stages = raw.get("stages") or []
+            ids = [s.get("id") for s in stages if isinstance(s, dict)]
+            if parts[1] not in ids:
+                raise RecipeError(
+                    f"override '{item}': {source} has no stage with id '{parts[1]}'"
+                    f"{did_you_mean(parts[1], [i for i in ids if i])}. Stage ids: {', '.join(map(str, ids))}."
+                )
+            target: Any = stages[ids.index(parts[1])]
+            path = parts[2:]
+        else:
+            if parts[0] not in TOP_KEYS:
+                raise RecipeError(
+                    f"override '{item}': unknown key '{parts[0]}'{did_you_mean(parts[0], TOP_KEYS)}."
+                )
+            target, path = raw, parts
+        for p in path[:-1]:
+            nxt = target.get(p) if isinstance(target, dict) else None
+            if not isinstance(nxt, dict):
+                nxt = {}
+                target[p] = nxt
+            target = nxt
+        target[path[-1]] = value
+    return raw
+
+
+def _validate(raw: dict, root: yaml.Node | None, source: str) -> Recipe:
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise RecipeError(
+                f"{_where(source, root, [key])}: unknown key '{key}'{did_you_mean(str(key), TOP_KEYS)}. "
+                f"Allowed top-level keys: {', '.join(TOP_KEYS)}."
+            )
+    stages_raw = raw.get("stages")
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise RecipeError(f"{_where(source, root, ['stages'])}: 'stages' must be a non-empty list of stages.")
+    stages: list[StageConfig] = []
+    seen: set[str] = set()
+    for i, st in enumerate(stages_raw):
+        if not isinstance(st, dict):
+            raise RecipeError(f"{_where(source, root, ['stages', i])}: stage {i} must be a mapping with 'id' and 'type'.")
+        st_type = st.get("type")
+        if st_type not in STAGES:
+            raise RecipeError(
+                f"{_where(source, root, ['stages', i, 'type'])}: stages[{i}].type: unknown stage type "
+                f"'{st_type}'{did_you_mean(str(st_type), STAGES)}. Known types: {', '.join(STAGES)} "
+                "(run `llmopt stages`)."
+            )
+        cls = STAGES[st_type].config
+        try:
+            cfg = cls.model_validate(st)
+        except ValidationError as e:
+            raise RecipeError(_format_validation(e, cls, source, root, ["stages", i], st.get("id"))) from None
+        if cfg.id in seen:
+            raise RecipeError(
+                f"{_where(source, root, ['stages', i, 'id'])}: stages[{i}].id: duplicate stage id '{cfg.id}'. "
+                "Give every stage a unique id."
+            )
+        seen.add(cfg.id)
+        stages.append(cfg)
+    top = {k: v for k, v in raw.items() if k != "stages"}
+    try:
+        return Recipe.model_validate({**top, "stages": stages})
+    except ValidationError as e:
+        raise RecipeError(_format_validation(e, Recipe, source, root, [], None)) from None
+
+
+def _check_references(recipe: Recipe, source: str, root: yaml.Node | None) -> None:
+    ids = [s.id for s in recipe.stages]
+    for i, st in enumerate(recipe.stages):
+        earlier = ids[:i]
+        for ref in st.refs():
+            if ref in earlier:
+                continue
+            if ref in ids:
+                msg = f"stage '{ref}' runs later; a stage can only read from earlier stages. Reorder the stages."
+            else:
+                msg = f"no stage with id '{ref}'{did_you_mean(ref, earlier)}. Earlier stages: {', '.join(earlier) or 'none'}."
+            raise RecipeError(f"{_where(source, root, ['stages', i])}: stages[{i}] ('{st.id}') refers to {msg}")
+        for ref in st.model_refs():
+            if ref in ids[i:]:
+                raise RecipeError(
+                    f"{_where(source, root, ['stages', i])}: stages[{i}] ('{st.id}') uses the model of stage "
+                    f"'{ref}', which runs later. Reorder the stages."
+                )
+
+
+def _check_paths(recipe: Recipe, source: str, root: yaml.Node | None, base_dir: Path | None) -> None:
+    ids = {s.id for s in recipe.stages}
+    for i, st in enumerate(recipe.stages):
+        for ref in st.model_refs():
+            if ref in ids or ref.startswith("builtin:"):
+                continue
+            if not Path(ref).exists():
+                raise RecipeError(
+                    f"{_where(source, root, ['stages', i])}: stages[{i}] ('{st.id}'): '{ref}' is neither an "
+                    f"earlier stage id{did_you_mean(ref, ids)} nor an existing model folder."
+                )
+        check = getattr(st, "check_paths", None)
+        if check is not None:
+            problem = check()
+            if problem:
+                raise RecipeError(f"{_where(source, root, ['stages', i])}: stages[{i}] ('{st.id}'): {problem}")
+
+
+def _format_validation(
+    err: ValidationError, cls: type[BaseModel], source: str, root: yaml.Node | None, prefix: list, stage_id: Any
+) -> str:
+    first = err.errors()[0]
+    loc = [p for p in first["loc"] if not _is_union_tag(p)]
+    full = prefix + loc
+    key_path = _key_path(full)
+    where = _where(source, root, full)
+    label = f" (stage '{stage_id}')" if stage_id else ""
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        fields = _fields_at(cls, loc[:-1])
+        bad = str(loc[-1])
+        hint = did_you_mean(bad, fields)
+        return (
+            f"{where}: {key_path}{label}: unknown key '{bad}'{hint}. "
+            f"Allowed keys here: {', '.join(sorted(fields))}."
+        )
+    if kind == "missing":
+        return f"{where}: {key_path}{label}: required key is missing. Add it (see `llmopt stages`)."
+    value = first.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    return f"{where}: {key_path}{label}: {first['msg']} (got {shown}). Fix the value (see `llmopt stages`)."
+
+
+def _is_union_tag(p: Any) -> bool:
+    # pydantic puts the union member's name in the location, e.g. 'BuiltinSource' or 'str'
+    return isinstance(p, str) and (p[:1].isupper() or p in ("str", "int", "float", "list[str]", "dict"))
+
+
+def _fields_at(cls: type[BaseModel], loc: list) -> list[str]:
+    """Field names of the model(s) reachable from `cls` by `loc`, for did-you-mean."""
+    models: list[type] = [cls]
+    for part in loc:
+        nxt: list[type] = []
+        for m in models:
+            if isinstance(part, int):
+                nxt.append(m)
+                continue
+            if isinstance(m, type) and issubclass(m, BaseModel) and part in m.model_fields:
+                nxt.extend(_models_in(m.model_fields[part].annotation))
+        models = nxt
+    names: set[str] = set()
+    for m in models:
+        if isinstance(m, type) and issubclass(m, BaseModel):
+            names.update(m.model_fields)
+    return sorted(names)
+
+
+def _models_in(ann: Any) -> list[type]:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    out: list[type] = []
+    for a in typing.get_args(ann):
+        out.extend(_models_in(a))
+    return out
+
+
+def _key_path(parts: list) -> str:
+    s = ""
+    for p in parts:
+        s += f"[{p}]" if isinstance(p, int) else (f".{p}" if s else str(p))
+    return s or "<root>"
+
+
+def _where(source: str, root: yaml.Node | None, path: list) -> str:
+    line = _line_of(root, path)
+    return f"{source}:{line}" if line else source
+
+
+def _line_of(node: yaml.Node | None, path: list) -> int | None:
+    """1-based line of the deepest node along `path` in the composed YAML tree."""
+    line = None
+    for part in path:
+        if node is None:
+            break
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == str(part):
+                    line, child = k.start_mark.line + 1, v
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        node = child
+    return line
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def safe_name(name: str) -> str:
+    return _SAFE_NAME.sub("-", name).strip("-") or "run"

@@ -1,0 +1,187 @@
+"""Build report.md and a self-contained report.html from a run directory's metrics files."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from llmopt.fsutil import atomic_write_text, read_json
+from llmopt.report import plots
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def _p(p: float, resamples: int) -> str:
+    # a bootstrap cannot resolve p below 1/resamples
+    return f"p<{1 / resamples:g}" if p < 1 / resamples else f"p={p:.3f}"
+
+
+def _num(v: float | None, fmt: str = "{:.2f}") -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+def results_rows(ev: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "kind", "runtime", "n", "accuracy % [95% CI]", "macro-F1 % [95% CI]",
+            f"Δ acc vs {ev['reference']} (p)", "p50 ms", "p95 ms", "throughput /s (b32)",
+            "params", "size MB", "peak RSS MB"]
+    rows = []
+    for name, m in ev["models"].items():
+        vs = m.get("vs_reference")
+        delta = "reference" if vs is None else f"{100 * vs['accuracy']['diff']:+.1f} ({_p(vs['accuracy']['p_value'], vs['resamples'])})"
+        rows.append([
+            name, m["kind"], m["runtime"], str(m["n"]),
+            _pct(m["accuracy"]) + _ci(m["accuracy_ci"]),
+            _pct(m["macro_f1"]) + _ci(m["macro_f1_ci"]),
+            delta,
+            _num(m["latency_b1_p50_ms"]), _num(m["latency_b1_p95_ms"]),
+            _num(m["throughput_b32"], "{:.0f}"),
+            f"{m['params']:,}",
+            _num(m["size_bytes"] / 2**20 if m.get("size_bytes") else None),
+            _num(m.get("peak_rss_mb"), "{:.0f}"),
+        ])
+    return head, rows
+
+
+class Doc:
+    """Collects sections once and renders them both as Markdown and as HTML (all text escaped)."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[str, Any]] = []
+
+    def h(self, level: int, text: str) -> None:
+        self.parts.append(("h", (level, text)))
+
+    def p(self, text: str) -> None:
+        self.parts.append(("p", text))
+
+    def table(self, head: list[str], rows: list[list[str]]) -> None:
+        self.parts.append(("table", (head, rows)))
+
+    def figure(self, name: str, svg: str, caption: str) -> None:
+        self.parts.append(("fig", (name, svg, caption)))
+
+    def markdown(self) -> str:
+        out = []
+        for kind, v in self.parts:
+            if kind == "h":
+                out.append("#" * v[0] + " " + v[1])
+            elif kind == "p":
+                out.append(v)
+            elif kind == "table":
+                head, rows = v
+                esc = lambda c: str(c).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+                out.append("| " + " | ".join(map(esc, head)) + " |")
+                out.append("|" + "---|" * len(head))
+                out.extend("| " + " | ".join(map(esc, r)) + " |" for r in rows)
+            elif kind == "fig":
+                out.append(f"![{v[2]}]({v[0]})")
+            out.append("")
+        return "\n".join(out)
+
+    def html(self, title: str) -> str:
+        e = html.escape
+        body = []
+        for kind, v in self.parts:
+            if kind == "h":
+                body.append(f"<h{v[0]}>{e(v[1])}</h{v[0]}>")
+            elif kind == "p":
+                body.append(f"<p>{e(v)}</p>")
+            elif kind == "table":
+                head, rows = v
+                th = "".join(f"<th>{e(str(c))}</th>" for c in head)
+                trs = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+                body.append(f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>")
+            elif kind == "fig":
+                body.append(f"<figure>{v[1]}<figcaption>{e(v[2])}</figcaption></figure>")
+        style = (
+            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+            "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
+            "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3}"
+            "figure{margin:1em 0}figure svg{max-width:100%;height:auto}figcaption{font-size:12px;color:#555}"
+        )
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+            f"<title>{e(title)}</title><style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+        )
+
+
+def build_report(run_dir: Path, stages: list[tuple[str, str, dict]], out_dir: Path) -> dict[str, str]:
+    """Write report.md, report.html and the plot SVGs into `out_dir`; return their paths."""
+    run_dir = Path(run_dir)
+    manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
+    doc = Doc()
+    doc.h(1, f"llmopt report — {run_dir.parent.name}")
+    doc.p(f"Run directory: {run_dir}. Every figure below is read from the stages' metrics.json files.")
+    figures: dict[str, str] = {}
+
+    for sid, stype, m in stages:
+        if stype == "data":
+            doc.h(2, f"Data ({sid})")
+            doc.p(f"Source: {m['source']}. Labels: {', '.join(m['labels'])}.")
+            doc.table(["split", "rows", *m["labels"]],
+                      [[s, str(n), *(str(m["label_counts"][s].get(lab, 0)) for lab in m["labels"])]
+                       for s, n in m["rows"].items()])
+        elif stype == "finetune":
+            doc.h(2, f"Fine-tuning ({sid})")
+            doc.p(
+                f"Base model: {m['base_model']}. {m['n_train']} train / {m['n_dev']} dev rows; "
+                f"{m['global_steps']} steps over {m['epochs_run']:.2f} epochs "
+                f"({_num(m.get('train_runtime_s'), '{:.0f}')} s, {_num(m.get('train_samples_per_second'), '{:.1f}')} samples/s). "
+                f"Best dev checkpoint: macro-F1 {_pct(m['dev_macro_f1'])}%, accuracy {_pct(m['dev_accuracy'])}%."
+            )
+            if m.get("history"):
+                name = f"{sid}-training-curve.svg"
+                figures[name] = plots.training_curve(m["history"])
+                doc.figure(name, figures[name], f"Training loss, dev loss and dev macro-F1 ({sid})")
+        elif stype == "evaluate":
+            doc.h(2, f"Evaluation ({sid}) — {m['split']} split, n = {m['n']}")
+            doc.p(
+                f"Accuracy and macro-F1 with 95% bootstrap intervals; Δ is a paired bootstrap against "
+                f"'{m['reference']}' (two-sided p). Timing: {m['timing']}, {m['threads']} threads."
+            )
+            doc.table(*results_rows(m))
+            name = f"{sid}-accuracy-latency.svg"
+            figures[name] = plots.accuracy_vs_latency(m["models"])
+            doc.figure(name, figures[name], "Accuracy (95% CI) against batch-1 latency")
+            name = f"{sid}-size.svg"
+            figures[name] = plots.sizes(m["models"])
+            doc.figure(name, figures[name], "Size on disk")
+            doc.h(3, "Per-class results")
+            head = ["model", "class", "precision", "recall", "F1", "support"]
+            rows = [[n, lab, _pct(pc["precision"]), _pct(pc["recall"]), _pct(pc["f1"]), str(pc["support"])]
+                    for n, mm in m["models"].items() for lab, pc in mm["per_class"].items()]
+            doc.table(head, rows)
+            for n, mm in m["models"].items():
+                if mm["kind"] == "model" or n == m["reference"]:
+                    name = f"{sid}-confusion-{_slug(n)}.svg"
+                    figures[name] = plots.confusion_matrix(mm["confusion_matrix"], m["labels"], f"Confusion matrix: {n}")
+                    doc.figure(name, figures[name], f"Confusion matrix of {n} (rows true, columns predicted)")
+
+    doc.h(2, "Provenance")
+    rows = [["created", str(manifest.get("created"))], ["git sha", str(manifest.get("git_sha"))],
+            ["seed", str(manifest.get("seed"))], ["python", str(manifest.get("python"))],
+            ["platform", str(manifest.get("platform"))]]
+    rows += [[f"package {k}", str(v)] for k, v in (manifest.get("packages") or {}).items() if v]
+    rows += [[f"data {k}", f"sha256 {v['sha256']}"] for k, v in (manifest.get("data_files") or {}).items()]
+    rows += [[f"stage {sid}", f"{stype}, {m.get('stage_seconds', 0):.1f} s"] for sid, stype, m in stages]
+    doc.table(["what", "value"], rows)
+
+    out_dir = Path(out_dir)
+    for name, svg in figures.items():
+        atomic_write_text(out_dir / name, svg)
+    atomic_write_text(out_dir / "report.md", doc.markdown())
+    atomic_write_text(out_dir / "report.html", doc.html(f"llmopt report — {run_dir.parent.name}"))
+    return {"markdown": str(out_dir / "report.md"), "html": str(out_dir / "report.html"),
+            "figures": sorted(figures)}
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in s)

@@ -1,0 +1,52 @@
+"""What every stage shares: a typed config, a context to run in, a result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Base for every typed config: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageConfig(Strict):
+    id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", description="unique stage id")
+    type: str
+
+    def refs(self) -> list[str]:
+        """Ids of earlier stages this stage reads from (for ordering and resume)."""
+        return []
+
+    def model_refs(self) -> list[str]:
+        """Strings that name a model: an earlier stage id or a folder path."""
+        return []
+
+
+@dataclass
+class StageContext:
+    """Where a stage runs: its own folder plus read access to earlier stages' folders."""
+
+    run_dir: Path
+    stage_dir: Path
+    seed: int
+    threads: int
+    stage_dirs: dict[str, Path] = field(default_factory=dict)
+    stage_types: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def out_dir(self) -> Path:
+        return self.stage_dir / "artifacts"
+
+    def artifacts_of(self, stage_id: str) -> Path:
+        return self.stage_dirs[stage_id] / "artifacts"
+
+
+@dataclass
+class StageResult:
+    metrics: dict[str, Any]

@@ -1,0 +1,130 @@
+"""data stage: read a labelled dataset, split it, write train/dev/test JSONL plus the label set."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from llmopt.data.readers import Example, read_disk_splits, read_examples, read_rotten_tomatoes, rotten_tomatoes_path
+from llmopt.data.splits import check_splits, stratified_split, stratified_subsample
+from llmopt.fsutil import atomic_write_json, atomic_write_jsonl, sha256_file
+from llmopt.stages.base import StageConfig, StageContext, StageResult, Strict
+
+SPLITS = ("train", "dev", "test")
+
+
+class BuiltinSource(Strict):
+    builtin: Literal["rotten_tomatoes"]
+
+
+class FileSource(Strict):
+    path: str | None = Field(None, description="one file (split by the recipe) or a save_to_disk folder")
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "disk"] = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> "FileSource":
+        if (self.path is None) == (self.train is None):
+            raise ValueError("give either `path:` (one file or folder) or `train:` (with optional dev:/test:)")
+        if self.path is not None and (self.dev or self.test):
+            raise ValueError("`dev:`/`test:` go with `train:`, not with `path:`")
+        return self
+
+    def files(self) -> list[str]:
+        return [p for p in (self.path, self.train, self.dev, self.test) if p]
+
+
+class SplitFractions(Strict):
+    dev: float = Field(0.1, gt=0, lt=0.5)
+    test: float = Field(0.1, gt=0, lt=0.5)
+
+
+class DataConfig(StageConfig):
+    """Load labelled text; stratified train/dev/test split with the recipe seed when the source has none."""
+
+    type: Literal["data"] = "data"
+    source: BuiltinSource | FileSource
+    split: SplitFractions = SplitFractions()
+    max_train_rows: int | None = Field(None, ge=2, description="stratified subsample of train (quick runs)")
+    max_dev_rows: int | None = Field(None, ge=2)
+    max_test_rows: int | None = Field(None, ge=2)
+
+    def check_paths(self) -> str | None:
+        if isinstance(self.source, FileSource):
+            for p in self.source.files():
+                if not Path(p).exists():
+                    return f"data file '{p}' not found (paths are relative to where you run llmopt)."
+        return None
+
+    def input_files(self) -> list[Path]:
+        if isinstance(self.source, BuiltinSource):
+            try:
+                return [rotten_tomatoes_path()]
+            except Exception:
+                return []
+        return [Path(p) for p in self.source.files()]
+
+
+def load_splits(cfg: DataConfig, seed: int) -> tuple[dict[str, list[Example]], str]:
+    """Read the source and return train/dev/test examples and a name for messages."""
+    src = cfg.source
+    if isinstance(src, BuiltinSource):
+        given = {"train": read_rotten_tomatoes()}
+        name = "builtin rotten_tomatoes"
+    elif src.path is not None:
+        p = Path(src.path)
+        if p.is_dir() or src.format == "disk":
+            given = read_disk_splits(p, src.text_column, src.label_column)
+            given = {("dev" if k == "validation" else k): v for k, v in given.items()}
+            unknown = set(given) - set(SPLITS)
+            if unknown or "train" not in given:
+                from llmopt.errors import DataError
+
+                raise DataError(
+                    f"{p}: splits {sorted(given)}; expected 'train' plus optional 'validation'/'dev' and 'test'."
+                )
+        else:
+            given = {"train": read_examples(p, src.format, src.text_column, src.label_column)}
+        name = str(p)
+    else:
+        given = {
+            s: read_examples(Path(f), src.format, src.text_column, src.label_column)
+            for s, f in (("train", src.train), ("dev", src.dev), ("test", src.test))
+            if f
+        }
+        name = str(src.train)
+    splits = dict(given)
+    # carve missing held-out splits out of train, stratified, seeded
+    if "test" not in splits:
+        splits["train"], splits["test"] = stratified_split(splits["train"], cfg.split.test, seed)
+    if "dev" not in splits:
+        frac = cfg.split.dev / (1 - cfg.split.test) if "test" not in given else cfg.split.dev
+        splits["train"], splits["dev"] = stratified_split(splits["train"], frac, seed + 1)
+    for split, limit in (("train", cfg.max_train_rows), ("dev", cfg.max_dev_rows), ("test", cfg.max_test_rows)):
+        if limit is not None:
+            splits[split] = stratified_subsample(splits[split], limit, seed + 2)
+    return splits, name
+
+
+def run(cfg: DataConfig, ctx: StageContext) -> StageResult:
+    splits, name = load_splits(cfg, ctx.seed)
+    labels = check_splits(splits, name)
+    out = ctx.out_dir
+    for split in SPLITS:
+        atomic_write_jsonl(out / f"{split}.jsonl", [{"text": ex.text, "label": ex.label} for ex in splits[split]])
+    atomic_write_json(out / "labels.json", {"labels": labels})
+    metrics = {
+        "source": name,
+        "labels": labels,
+        "rows": {s: len(splits[s]) for s in SPLITS},
+        "label_counts": {s: dict(sorted(Counter(ex.label for ex in splits[s]).items())) for s in SPLITS},
+        "input_files": {str(p): sha256_file(p) for p in cfg.input_files() if p.is_file()},
+    }
+    return StageResult(metrics)

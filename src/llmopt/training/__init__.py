@@ -1,0 +1,1 @@
+"""Trainer building blocks: callbacks, checkpoint discovery, tokenized datasets."""

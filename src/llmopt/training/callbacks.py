@@ -1,0 +1,24 @@
+"""Trainer callbacks: the log history streamed to JSONL in the stage folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+
+class JsonlLogger(TrainerCallback):
+    """Append every Trainer log record (loss, lr, eval metrics) to a JSONL file as it happens."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if not logs or not state.is_world_process_zero:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rec = {"step": state.global_step, "epoch": state.epoch, **logs}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, default=float) + "\n")
