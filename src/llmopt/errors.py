@@ -27,6 +27,6 @@ class RunDirError(LlmoptError):
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """Return ' — did you mean 'x'?' for the closest choice, or ''."""
+    """Return " (did you mean 'x'?)" for the closest choice, or ''."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" — did you mean '{close[0]}'?" if close else ""
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -200,7 +200,9 @@ def _check_paths(recipe: Recipe, source: str, root: yaml.Node | None, base_dir: 
 def _format_validation(
     err: ValidationError, cls: type[BaseModel], source: str, root: yaml.Node | None, prefix: list, stage_id: Any
 ) -> str:
-    first = err.errors()[0]
+    errors = err.errors()
+    # an unknown key is the likeliest cause (a typo), also when a union reports other members' errors
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [p for p in first["loc"] if not _is_union_tag(p)]
     full = prefix + loc
     key_path = _key_path(full)

@@ -37,7 +37,7 @@ class FinetuneConfig(StageConfig):
     logging_steps: int = Field(10, ge=1)
 
     def refs(self) -> list[str]:
-        return [self.data] + self.model_refs()
+        return [self.data]
 
     def model_refs(self) -> list[str]:
         return [self.model] if isinstance(self.model, str) else []

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny models built from configs (no downloads) and small data files."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+POS = ["a great film", "wonderful acting and a moving story", "i loved every minute", "funny and warm",
+       "a delight from start to finish", "brilliant and touching", "the best movie this year", "charming"]
+NEG = ["a dull mess", "boring and far too long", "i hated it", "the plot makes no sense",
+       "a waste of time", "awful acting", "tedious and flat", "the worst film this year"]
+
+
+def make_rows(n: int, seed: int = 0) -> list[dict]:
+    """n labelled sentences, balanced, with small variations so none repeat."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        pos = i % 2 == 0
+        base = rng.choice(POS if pos else NEG)
+        rows.append({"text": f"{base} number {i}", "label": "positive" if pos else "negative"})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    from llmopt.models import builtin_model_path
+
+    return builtin_model_path("minilm")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
+    """A 2-layer, 32-wide BERT (random weights) with the MiniLM tokenizer, saved as a model folder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(minilm_path))
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, num_labels=2)
+    model = BertForSequenceClassification(cfg)
+    out = tmp_path_factory.mktemp("tiny") / "tiny-bert"
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    """60 labelled rows in one JSONL file."""
+    return write_jsonl(tmp_path / "tiny.jsonl", make_rows(60))
