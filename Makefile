@@ -37,7 +37,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	@set -e; for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f; done
+	@set -e; for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f; done  # bench/helpers/ holds what they call
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -56,7 +56,8 @@ def _files(run_dir: Path) -> set[str]:
 
 
 CHECKPOINT_FILES = {"config.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth",
-                    "trainer_state.json", "training_args.bin", "tokenizer.json", "tokenizer_config.json"}
+                    "trainer_state.json", "training_args.bin", "tokenizer.json", "tokenizer_config.json",
+                    "llmopt-checksums.json"}
 
 
 def test_tiny_end_to_end_exact_files(tmp_path, tiny_bert, tiny_data):

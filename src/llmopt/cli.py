@@ -27,7 +27,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from llmopt.pipeline import run_recipe
 
     recipe, overrides = _split_recipe(ns.args)
-    run_dir = run_recipe(recipe, overrides, Path(ns.runs_dir), ns.resume, argv=sys.argv)
+    run_dir = run_recipe(recipe, overrides, Path(ns.runs_dir), ns.resume, argv=sys.argv, allow_pickle=ns.allow_pickle)
     report = run_dir / "report" / "report.html"
     print(f"run finished: {run_dir}")
     if report.is_file():
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR (or, with no value, the latest run of this recipe); done stages are skipped")
     r.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs/)")
+    r.add_argument("--allow-pickle", action="store_true",
+                   help="accept *.bin/*.pt weights, loaded with torch.load(weights_only=True); default: safetensors only")
     r.set_defaults(fn=cmd_run)
     v = sub.add_parser("validate", help="check a recipe without loading models or data")
     v.add_argument("recipe")

@@ -11,6 +11,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from llmopt import faults
+
+TEMP_SUFFIX = ".tmp"
+
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -35,6 +39,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        faults.point("atomic.before_rename")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -67,6 +72,19 @@ def atomic_replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     else:
         os.replace(tmp_dir, final_dir)
     _fsync_dir(final_dir.parent)
+
+
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Delete temp files/folders that a killed process left behind (they were never visible)."""
+    removed = []
+    for p in sorted(Path(root).rglob(".*"), reverse=True):
+        if p.name.endswith(TEMP_SUFFIX) or ".tmp-" in p.name or p.name.endswith(".old"):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def read_json(path: Path) -> Any:

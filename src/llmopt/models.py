@@ -27,8 +27,12 @@ def builtin_model_path(name: str) -> Path:
     raise ModelError(f"unknown builtin model '{name}'. Known: {', '.join(BUILTIN_MODELS)}.")
 
 
-def check_model_dir(path: Path, need_tokenizer: bool = True) -> Path:
-    """Fail with a clear message unless `path` is a loadable safetensors model folder."""
+def pickle_weights(path: Path) -> list[Path]:
+    return sorted(p for p in Path(path).iterdir() if p.name in PICKLE_WEIGHTS or p.suffix in (".bin", ".pt", ".pth"))
+
+
+def check_model_dir(path: Path, need_tokenizer: bool = True, allow_pickle: bool = False) -> Path:
+    """Fail with a clear message unless `path` is a loadable model folder (safetensors, or an allowed pickle)."""
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"{path}: model folder not found. Give a folder written by save_pretrained.")
@@ -36,13 +40,15 @@ def check_model_dir(path: Path, need_tokenizer: bool = True) -> Path:
         raise ModelError(f"{path}: no config.json; this is not a Hugging Face model folder.")
     has_st = any(path.glob("*.safetensors"))
     if not has_st:
-        pickles = [p.name for p in path.iterdir() if p.name in PICKLE_WEIGHTS or p.suffix in (".bin", ".pt")]
-        if pickles:
+        pickles = [p.name for p in pickle_weights(path)]
+        if pickles and not allow_pickle:
             raise ModelError(
                 f"{path}: weights only in pickle format ({', '.join(pickles)}); llmopt loads safetensors only, "
-                "because pickle files can execute code. Convert with save_pretrained(safe_serialization=True)."
+                "because pickle files can execute code. Convert them to safetensors, or pass --allow-pickle "
+                "to load them with torch.load(weights_only=True)."
             )
-        raise ModelError(f"{path}: no *.safetensors weights found.")
+        if not pickles:
+            raise ModelError(f"{path}: no *.safetensors weights found.")
     if need_tokenizer and not any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer.model")):
         raise ModelError(f"{path}: no tokenizer files (tokenizer.json / vocab.txt). Save the tokenizer beside the model.")
     return path
@@ -55,13 +61,13 @@ def load_tokenizer(path: Path) -> "PreTrainedTokenizerBase":
 
 
 def load_classifier(
-    path: Path, labels: list[str] | None = None, **kwargs: Any
+    path: Path, labels: list[str] | None = None, allow_pickle: bool = False, **kwargs: Any
 ) -> "PreTrainedModel":
     """Load a sequence classifier; with `labels`, (re)build the head for that label set."""
     import transformers
     from transformers import AutoModelForSequenceClassification
 
-    check_model_dir(path, need_tokenizer=False)
+    check_model_dir(path, need_tokenizer=False, allow_pickle=allow_pickle)
     extra: dict[str, Any] = {}
     if labels is not None:
         extra = dict(
@@ -72,11 +78,34 @@ def load_classifier(
     prev = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # "newly initialized head" notice is expected here
     try:
+        if not any(Path(path).glob("*.safetensors")):
+            return _load_pickled(Path(path), extra)
         return AutoModelForSequenceClassification.from_pretrained(
             str(path), trust_remote_code=False, use_safetensors=True, **extra, **kwargs
         )
     finally:
         transformers.logging.set_verbosity(prev)
+
+
+def _load_pickled(path: Path, extra: dict[str, Any]) -> "PreTrainedModel":
+    """Only with --allow-pickle: tensors only (weights_only=True), never arbitrary objects."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=False, **extra)
+    model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
+    state: dict[str, Any] = {}
+    for f in pickle_weights(path):
+        try:
+            state.update(torch.load(f, map_location="cpu", weights_only=True))
+        except Exception as e:  # UnpicklingError for anything that is not plain tensors
+            raise ModelError(f"{f}: refused to load ({type(e).__name__}): it holds more than plain tensors.") from None
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}  # a new head keeps its init
+    missing, _ = model.load_state_dict(state, strict=False)
+    if len(missing) > len(state):
+        raise ModelError(f"{path}: pickle weights do not match config.json ({len(missing)} tensors missing).")
+    return model
 
 
 def save_model(model: Any, tokenizer: Any, out_dir: Path) -> None:

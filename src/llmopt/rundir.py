@@ -56,13 +56,19 @@ def fingerprint(config: dict[str, Any], seed: int, deps: dict[str, str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def is_done(sdir: Path, fp: str) -> bool:
-    if not (sdir / "DONE").is_file() or not (sdir / "config.json").is_file():
-        return False
+def done_problem(sdir: Path, fp: str) -> str | None:
+    """None if the stage finished with this fingerprint and its artifacts are intact, else why not."""
+    from llmopt.integrity import verify
+
+    if not (sdir / "DONE").is_file():
+        return "not finished"
     try:
-        return read_json(sdir / "config.json").get("fingerprint") == fp
-    except (json.JSONDecodeError, OSError):
-        return False
+        if read_json(sdir / "config.json").get("fingerprint") != fp:
+            return "config or inputs changed"
+        done = read_json(sdir / "DONE")
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError) as e:
+        return f"unreadable stage files ({e})"
+    return verify(sdir, done.get("files", {}))
 
 
 def saved_fingerprint(sdir: Path) -> str | None:
@@ -73,7 +79,12 @@ def saved_fingerprint(sdir: Path) -> str | None:
 
 
 def mark_done(sdir: Path, seconds: float) -> None:
-    atomic_write_json(sdir / "DONE", {"finished": _now(), "seconds": round(seconds, 3)})
+    """Written last: sizes and hashes of the stage's results, checked before they are reused."""
+    from llmopt.integrity import checksums
+
+    files = {f"artifacts/{k}": v for k, v in checksums(sdir / "artifacts").items()}
+    files["metrics.json"] = checksums(sdir)["metrics.json"]
+    atomic_write_json(sdir / "DONE", {"finished": _now(), "seconds": round(seconds, 3), "files": files})
 
 
 def write_recipe_files(run_dir: Path, recipe_text: str, resolved_yaml: str) -> None:

@@ -175,6 +175,9 @@ def build_report(run_dir: Path, stages: list[tuple[str, str, dict]], out_dir: Pa
     doc.table(["what", "value"], rows)
 
     out_dir = Path(out_dir)
+    from llmopt import faults
+
+    faults.point("report.write")
     for name, svg in figures.items():
         atomic_write_text(out_dir / name, svg)
     atomic_write_text(out_dir / "report.md", doc.markdown())

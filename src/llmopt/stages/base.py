@@ -38,6 +38,7 @@ class StageContext:
     threads: int
     stage_dirs: dict[str, Path] = field(default_factory=dict)
     stage_types: dict[str, str] = field(default_factory=dict)
+    allow_pickle: bool = False  # --allow-pickle: load *.bin/*.pt with torch.load(weights_only=True)
 
     @property
     def out_dir(self) -> Path:

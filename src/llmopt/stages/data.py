@@ -114,6 +114,9 @@ def load_splits(cfg: DataConfig, seed: int) -> tuple[dict[str, list[Example]], s
 
 
 def run(cfg: DataConfig, ctx: StageContext) -> StageResult:
+    from llmopt import faults
+
+    faults.point("data.read")
     splits, name = load_splits(cfg, ctx.seed)
     labels = check_splits(splits, name)
     out = ctx.out_dir

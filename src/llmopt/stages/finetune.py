@@ -50,17 +50,17 @@ def run(cfg: FinetuneConfig, ctx: StageContext) -> StageResult:
     from llmopt.data.artifact import load_data_artifact
     from llmopt.fsutil import atomic_write_jsonl
     from llmopt.models import check_model_dir, load_classifier, load_tokenizer, resolve_model_ref, save_model
-    from llmopt.training.checkpoints import last_complete_checkpoint
+    from llmopt.training.checkpoints import last_good_checkpoint
     from llmopt.training.classification import TrainSettings, train_classifier
 
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
-    base = check_model_dir(resolve_model_ref(cfg.model_ref(), ctx.stage_dirs))
+    base = check_model_dir(resolve_model_ref(cfg.model_ref(), ctx.stage_dirs), allow_pickle=ctx.allow_pickle)
     tokenizer = load_tokenizer(base)
-    model = load_classifier(base, labels=data.labels, ignore_mismatched_sizes=True)
+    model = load_classifier(base, labels=data.labels, allow_pickle=ctx.allow_pickle, ignore_mismatched_sizes=True)
     settings = TrainSettings(
         **{f: getattr(cfg, f) for f in TrainSettings.__dataclass_fields__ if f != "seed"}, seed=ctx.seed
     )
-    resume = last_complete_checkpoint(ctx.stage_dir / "checkpoints")
+    resume = last_good_checkpoint(ctx.stage_dir / "checkpoints")
     trainer, train_metrics = train_classifier(
         model,
         tokenizer,

@@ -22,3 +22,18 @@ class JsonlLogger(TrainerCallback):
         rec = {"step": state.global_step, "epoch": state.epoch, **logs}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec, default=float) + "\n")
+
+
+class ChecksumOnSave(TrainerCallback):
+    """After each checkpoint is written, record every file's size and sha256 inside it."""
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        from llmopt import faults
+        from llmopt.training.checkpoints import record
+
+        if not state.is_world_process_zero:
+            return
+        faults.point("ckpt.saved")
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if ckpt.is_dir():
+            record(ckpt)

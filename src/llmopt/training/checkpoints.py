@@ -1,27 +1,39 @@
-"""Find the newest complete Trainer checkpoint to resume from."""
+"""Trainer checkpoints: checksums recorded after each save, and the newest intact one found on resume."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import sys
 from pathlib import Path
 
+from llmopt.fsutil import atomic_write_json
+from llmopt.integrity import checksums, verify
+
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+CHECKSUMS = "llmopt-checksums.json"
 
 
-def is_complete(ckpt: Path) -> bool:
-    """Trainer writes trainer_state.json last, so a parseable one marks a finished checkpoint."""
-    state = ckpt / "trainer_state.json"
-    if not state.is_file() or not any(ckpt.glob("*.safetensors")):
-        return False
+def record(ckpt: Path) -> None:
+    """Written after the Trainer finished the checkpoint: its presence marks the checkpoint complete."""
+    atomic_write_json(ckpt / CHECKSUMS, checksums(ckpt, exclude=(CHECKSUMS,)))
+
+
+def problem(ckpt: Path) -> str | None:
+    """None if the checkpoint is complete and intact, else the reason it is not."""
+    path = ckpt / CHECKSUMS
+    if not path.is_file():
+        return "incomplete (interrupted while being written)"
     try:
-        json.loads(state.read_text(encoding="utf-8"))
+        recorded = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return True
+        return f"{path} is unreadable"
+    return verify(ckpt, recorded)
 
 
-def last_complete_checkpoint(folder: Path) -> Path | None:
+def last_good_checkpoint(folder: Path, remove_bad: bool = True) -> Path | None:
+    """The newest checkpoint that passes its checksums; bad newer ones are reported (and removed)."""
     if not folder.is_dir():
         return None
     found = sorted(
@@ -29,6 +41,10 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
         reverse=True,
     )
     for _, p in found:
-        if is_complete(p):
+        why = problem(p)
+        if why is None:
             return p
+        print(f"[llmopt] checkpoint {p} is unusable: {why}; falling back to an earlier one", file=sys.stderr)
+        if remove_bad:
+            shutil.rmtree(p, ignore_errors=True)
     return None

@@ -103,12 +103,12 @@ def train_classifier(
     """Train with early stopping on dev; return the Trainer (best model loaded) and its history."""
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
-    from llmopt.training.callbacks import JsonlLogger
+    from llmopt.training.callbacks import ChecksumOnSave, JsonlLogger
 
     report_tb = importlib.util.find_spec("tensorboard") is not None
     if report_tb:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(work_dir / "tensorboard")
-    callbacks: list[Any] = [JsonlLogger(work_dir / "train_log.jsonl")]
+    callbacks: list[Any] = [JsonlLogger(work_dir / "train_log.jsonl"), ChecksumOnSave()]
     if s.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=s.early_stopping_patience))
     trainer = Trainer(
