@@ -48,18 +48,9 @@ def minilm_path() -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
     """A 2-layer, 32-wide BERT (random weights) with the MiniLM tokenizer, saved as a model folder."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from llmopt.testing.bad_inputs import make_tiny_bert
 
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(str(minilm_path))
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128, num_labels=2)
-    model = BertForSequenceClassification(cfg)
-    out = tmp_path_factory.mktemp("tiny") / "tiny-bert"
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return out
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny-bert", minilm_path)
 
 
 @pytest.fixture

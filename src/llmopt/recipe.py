@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from llmopt.errors import RecipeError, did_you_mean
+from llmopt.errors import ModelError, RecipeError, did_you_mean
+from llmopt.models import check_model_dir
 from llmopt.stages import STAGES
 from llmopt.stages.base import StageConfig, Strict
 
@@ -190,6 +191,10 @@ def _check_paths(recipe: Recipe, source: str, root: yaml.Node | None, base_dir: 
                     f"{_where(source, root, ['stages', i])}: stages[{i}] ('{st.id}'): '{ref}' is neither an "
                     f"earlier stage id{did_you_mean(ref, ids)} nor an existing model folder."
                 )
+            try:  # file checks only: nothing is loaded
+                check_model_dir(Path(ref), need_tokenizer=True, allow_pickle=True)
+            except ModelError as e:
+                raise RecipeError(f"{_where(source, root, ['stages', i])}: stages[{i}] ('{st.id}'): {e}") from None
         check = getattr(st, "check_paths", None)
         if check is not None:
             problem = check()
