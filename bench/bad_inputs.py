@@ -92,6 +92,7 @@ def crashes(root: Path, tiny: Path) -> dict:
     from llmopt.testing.bad_inputs import good_rows
     from llmopt.testing.crash import crash_and_resume, timed_reference
 
+    root.mkdir(parents=True, exist_ok=True)
     data = root / "crash.jsonl"
     data.write_text(good_rows(60))
     recipe = root / "crash.yaml"

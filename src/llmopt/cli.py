@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from llmopt.runtime import offline_env
+
+    offline_env()  # before anything imports huggingface_hub, which reads these once
     ns = build_parser().parse_args(argv)
     try:
         return ns.fn(ns)

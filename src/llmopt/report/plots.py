@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import io
+import itertools
 from typing import Any
 
 
+_figure_no = itertools.count()
+
+
 def _fig_svg(fig: Any) -> str:
+    import matplotlib
     import matplotlib.pyplot as plt
 
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    # several SVGs share one HTML page: a salt per figure keeps their element ids apart, and
+    # a counter (not randomness) keeps the files identical from one build to the next
+    with matplotlib.rc_context({"svg.hashsalt": f"llmopt-fig-{next(_figure_no)}"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
     svg = buf.getvalue()
     return svg[svg.index("<svg"):]  # drop the XML prolog so it can be inlined
@@ -21,7 +29,6 @@ def _plt() -> Any:
 
     matplotlib.use("Agg")
     matplotlib.rcParams["svg.fonttype"] = "path"
-    matplotlib.rcParams["svg.hashsalt"] = "llmopt"  # stable ids → reproducible files
     import matplotlib.pyplot as plt
 
     return plt
@@ -84,14 +91,42 @@ def confusion_matrix(cm: list[list[int]], labels: list[str], title: str) -> str:
     plt = _plt()
     k = len(labels)
     fig, ax = plt.subplots(figsize=(1.2 + 0.7 * k, 1.0 + 0.6 * k))
-    ax.imshow(cm, cmap="Blues")
+    ax.pcolormesh(cm, cmap="Blues")  # vector cells, no embedded bitmap
+    ax.set_ylim(k, 0)
     top = max(max(r) for r in cm) or 1
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(cm[i][j]), ha="center", va="center", color="white" if cm[i][j] > top / 2 else "black")
-    ax.set_xticks(range(k), labels, rotation=45, ha="right")
-    ax.set_yticks(range(k), labels)
+            ax.text(j + 0.5, i + 0.5, str(cm[i][j]), ha="center", va="center",
+                    color="white" if cm[i][j] > top / 2 else "black")
+    ax.set_xticks([t + 0.5 for t in range(k)], labels, rotation=45, ha="right")
+    ax.set_yticks([t + 0.5 for t in range(k)], labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
+    return _fig_svg(fig)
+
+
+def search_pareto(cands: dict[str, dict], teacher: dict, frontier: list[str], chosen: str | None,
+                  min_acc: float) -> str:
+    """Dev accuracy against batch-1 latency for every search candidate; marker area ∝ size on disk."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    top = max([c["size_bytes"] for c in cands.values()] + [teacher["size_bytes"]]) or 1
+    for name, c in cands.items():
+        on = name in frontier
+        ax.scatter([c["latency_b1_p50_ms"]], [100 * c["accuracy"]], s=20 + 300 * c["size_bytes"] / top,
+                   alpha=0.8 if on else 0.35, color="tab:blue" if on else "tab:gray",
+                   edgecolors="black" if name == chosen else "none", linewidths=2)
+        ax.annotate(name + (" (chosen)" if name == chosen else ""), (c["latency_b1_p50_ms"], 100 * c["accuracy"]),
+                    textcoords="offset points", xytext=(5, 3), fontsize=7)
+    ax.scatter([teacher["latency_b1_p50_ms"]], [100 * teacher["accuracy"]], marker="*", s=160, color="tab:red")
+    ax.annotate("teacher", (teacher["latency_b1_p50_ms"], 100 * teacher["accuracy"]), textcoords="offset points",
+                xytext=(5, 3), fontsize=8)
+    ax.axhline(100 * min_acc, ls="--", color="tab:red", lw=1, label="tolerance")
+    ax.set_xscale("log")
+    ax.set_xlabel("batch-1 latency p50 (ms, log scale)")
+    ax.set_ylabel("dev accuracy (%)")
+    ax.set_title("Search candidates (blue: Pareto frontier; area ∝ size)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     return _fig_svg(fig)

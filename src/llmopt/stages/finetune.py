@@ -71,9 +71,12 @@ def run(cfg: FinetuneConfig, ctx: StageContext) -> StageResult:
         ctx.stage_dir,
         resume,
     )
-    dev = trainer.evaluate()  # the best checkpoint is loaded at the end of training
-    save_model(trainer.model, tokenizer, ctx.out_dir / "model")
+    # the best checkpoint is loaded at the end of training; its dev scores are in the history already
     history = trainer.state.log_history
+    evals = [h for h in history if "eval_loss" in h]
+    best_step = trainer.state.best_global_step
+    dev = next((h for h in evals if h.get("step") == best_step), evals[-1] if evals else {})
+    save_model(trainer.model, tokenizer, ctx.out_dir / "model")
     atomic_write_jsonl(ctx.out_dir / "log_history.jsonl", history)
     epochs_run = max((h.get("epoch") or 0 for h in history), default=0)
     return StageResult(
