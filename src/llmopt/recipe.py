@@ -191,6 +191,8 @@ def _check_paths(recipe: Recipe, source: str, root: yaml.Node | None, base_dir: 
                     f"{_where(source, root, ['stages', i])}: stages[{i}] ('{st.id}'): '{ref}' is neither an "
                     f"earlier stage id{did_you_mean(ref, ids)} nor an existing model folder."
                 )
+            if (Path(ref) / "model.onnx").is_file():
+                continue  # an exported ONNX model folder; the evaluate stage checks it
             try:  # file checks only: nothing is loaded
                 check_model_dir(Path(ref), need_tokenizer=True, allow_pickle=True)
             except ModelError as e:
