@@ -42,3 +42,21 @@ def test_stages_lists_fields_with_defaults(capsys):
         assert stage in out
     assert "learning_rate: float (default 2e-05)" in out
     assert "scheduler: 'linear' | 'cosine' (default 'linear')" in out
+
+
+def test_overrides_may_follow_resume(monkeypatch):
+    seen = {}
+
+    def fake_run(recipe, overrides, runs_root, resume, argv=None, allow_pickle=False):
+        seen.update(recipe=str(recipe), overrides=overrides, resume=resume)
+        return runs_root / "x"
+
+    import llmopt.pipeline
+
+    monkeypatch.setattr(llmopt.pipeline, "run_recipe", fake_run)
+    assert main(["run", "r.yaml", "--resume", "runs/a", "stages.ft.epochs=1"]) == 0
+    assert seen == {"recipe": "r.yaml", "overrides": ["stages.ft.epochs=1"], "resume": "runs/a"}
+    assert main(["run", "r.yaml", "--resume", "stages.ft.epochs=2", "seed=3"]) == 0
+    assert seen == {"recipe": "r.yaml", "overrides": ["stages.ft.epochs=2", "seed=3"], "resume": "latest"}
+    assert main(["run", "--resume"]) == 0
+    assert seen == {"recipe": "recipes/default.yaml", "overrides": [], "resume": "latest"}

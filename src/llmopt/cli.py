@@ -118,7 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     from llmopt.runtime import offline_env
 
     offline_env()  # before anything imports huggingface_hub, which reads these once
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    # overrides may also follow options: `run r.yaml --resume DIR stages.x.epochs=1`
+    ns, extra = parser.parse_known_args(argv)
+    if ns.command == "run":
+        if ns.resume and "=" in ns.resume:  # `--resume stages.x=1`: the flag took an override as its value
+            extra.insert(0, ns.resume)
+            ns.resume = "latest"
+        overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+        ns.args += overrides
+        extra = [e for e in extra if e not in overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return ns.fn(ns)
     except LlmoptError as e:

@@ -20,14 +20,14 @@ class HFClassifier:
 
     runtime = "pytorch-eager-fp32"
 
-    def __init__(self, folder: Path, max_length: int = 128) -> None:
+    def __init__(self, folder: Path, max_length: int = 128, allow_pickle: bool = False) -> None:
         import torch
 
         from llmopt.models import load_classifier, load_tokenizer
 
         self.torch = torch
         self.tokenizer = load_tokenizer(folder)
-        self.model = load_classifier(folder).eval()
+        self.model = load_classifier(folder, allow_pickle=allow_pickle).eval()
         self.max_length = max_length
         self.params = int(sum(p.numel() for p in self.model.parameters()))
         self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
@@ -49,3 +49,51 @@ def predict_all(pred: Predictor, texts: list[str], batch_size: int = 64) -> np.n
         for i, p in zip(ids, probs):
             out[i] = p
     return np.stack(out)
+
+
+class OrtClassifier:
+    """An exported classifier (model.onnx) in ONNX Runtime on CPU, tokenization included."""
+
+    def __init__(self, folder: Path, max_length: int = 128, threads: int = 1) -> None:
+        import json
+
+        import onnxruntime as ort
+
+        from llmopt.compression.onnx_export import check_onnx_dir, onnx_params, read_meta
+        from llmopt.models import load_tokenizer
+
+        folder = check_onnx_dir(Path(folder))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads  # the harness's thread count, like torch.set_num_threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.tokenizer = load_tokenizer(folder)
+        self.max_length = max_length
+        meta = read_meta(folder)
+        self.runtime = f"onnxruntime-{meta.get('scheme', 'onnx')}"
+        self.params = int(meta.get("params") or onnx_params(folder / "model.onnx"))
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        self.id2label = {int(k): v for k, v in cfg["id2label"].items()}
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
+        feed = {n: np.asarray(enc[n], dtype=np.int64) for n in self.inputs}
+        return self.session.run(["logits"], feed)[0]
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        z = self.logits(texts).astype(np.float64)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+
+def load_predictor(
+    folder: Path, max_length: int = 128, threads: int = 1, allow_pickle: bool = False
+) -> "HFClassifier | OrtClassifier":
+    """OrtClassifier for a folder with model.onnx, else HFClassifier (PyTorch eager)."""
+    from llmopt.compression.onnx_export import is_onnx_dir
+
+    if is_onnx_dir(folder):
+        return OrtClassifier(folder, max_length, threads)
+    return HFClassifier(folder, max_length, allow_pickle)

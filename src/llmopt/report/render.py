@@ -18,6 +18,20 @@ def _ci(ci: list[float] | None) -> str:
     return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
+def _gate(g: dict | None) -> str:
+    """A compressed model against its parent, timed in the same run: passed, or flagged and why."""
+    if not g:
+        return ""
+    if g["passed"]:
+        return (f"passed vs {g['parent']}: {_num(g['speedup_b1'], '{:.1f}')}x faster, "
+                f"{_num(g['size_ratio'], '{:.1f}')}x smaller")
+    return f"FLAGGED: {g['flag']}"
+
+
+def _ms(v: float | None) -> str:
+    return "<0.01" if v is not None and v < 0.01 else _num(v)
+
+
 def _p(p: float, resamples: int) -> str:
     # a bootstrap cannot resolve p below 1/resamples
     return f"p<{1 / resamples:g}" if p < 1 / resamples else f"p={p:.3f}"
@@ -30,7 +44,7 @@ def _num(v: float | None, fmt: str = "{:.2f}") -> str:
 def results_rows(ev: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["model", "kind", "runtime", "n", "accuracy % [95% CI]", "macro-F1 % [95% CI]",
             f"Δ acc vs {ev['reference']} (p)", "p50 ms", "p95 ms", "throughput /s (b32)",
-            "params", "size MB", "peak RSS MB"]
+            "params", "size MB", "peak RSS MB", "speed/size gate"]
     rows = []
     for name, m in ev["models"].items():
         vs = m.get("vs_reference")
@@ -40,11 +54,12 @@ def results_rows(ev: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             _pct(m["accuracy"]) + _ci(m["accuracy_ci"]),
             _pct(m["macro_f1"]) + _ci(m["macro_f1_ci"]),
             delta,
-            _num(m["latency_b1_p50_ms"]), _num(m["latency_b1_p95_ms"]),
-            _num(m["throughput_b32"], "{:.0f}"),
+            _ms(m["latency_b1_p50_ms"]), _ms(m["latency_b1_p95_ms"]),
+            _num(m["throughput_b32"], "{:,.0f}"),
             f"{m['params']:,}",
             _num(m["size_bytes"] / 2**20 if m.get("size_bytes") else None),
             _num(m.get("peak_rss_mb"), "{:.0f}"),
+            _gate(m.get("gate")),
         ])
     return head, rows
 
@@ -141,6 +156,32 @@ def build_report(run_dir: Path, stages: list[tuple[str, str, dict]], out_dir: Pa
                 name = f"{sid}-training-curve.svg"
                 figures[name] = plots.training_curve(m["history"])
                 doc.figure(name, figures[name], f"Training loss, dev loss and dev macro-F1 ({sid})")
+        elif stype == "search":
+            doc.h(2, f"Accuracy-budget search ({sid})")
+            t = m["teacher_dev"]
+            doc.p(
+                f"Teacher dev accuracy {_pct(t['accuracy'])}%; tolerance: {m['drop']} drop {m['max_drop']:g} "
+                f"(at least {_pct(m['min_dev_accuracy'])}%). Objective: {m['objective']}. Chosen: {m['chosen']} "
+                f"({m['choice']}). Candidates slower or larger than the teacher are flagged and never chosen."
+                + (f" Time budget ran out; not tried: {', '.join(m['skipped_for_time'])}." if m["skipped_for_time"] else "")
+            )
+            if m.get("note"):
+                doc.p(f"Note: {m['note']}.")
+            if m.get("chosen_test"):
+                ct = m["chosen_test"]
+                doc.p(f"Chosen model, once on test (n = {ct['n']}): accuracy {_pct(ct['accuracy'])}%{_ci(ct['accuracy_ci'])}, "
+                      f"macro-F1 {_pct(ct['macro_f1'])}%{_ci(ct['macro_f1_ci'])}.")
+            head = ["candidate", "dev acc % [95% CI]", "p50 ms", "size MB", "params", "gate", "within tolerance", "Pareto"]
+            rows = [[n, _pct(c["accuracy"]) + _ci(c["accuracy_ci"]), _num(c["latency_b1_p50_ms"]),
+                     _num(c["size_bytes"] / 2**20), f"{c['params']:,}",
+                     "passed" if c["gate"]["passed"] else f"flagged: {c['gate']['flag']}",
+                     "yes" if c["within_tolerance"] else "no", "yes" if n in m["pareto"] else ""]
+                    for n, c in m["candidates"].items()]
+            doc.table(head, rows)
+            if m["candidates"]:
+                name = f"{sid}-pareto.svg"
+                figures[name] = plots.search_pareto(m["candidates"], t, m["pareto"], m["chosen"], m["min_dev_accuracy"])
+                doc.figure(name, figures[name], "Search candidates: dev accuracy against latency")
         elif stype == "evaluate":
             doc.h(2, f"Evaluation ({sid}) — {m['split']} split, n = {m['n']}")
             doc.p(

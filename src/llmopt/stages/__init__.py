@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llmopt.stages import data, evaluate, finetune, report
+from llmopt.stages import data, distill, evaluate, finetune, prune, quantize, report, search
 from llmopt.stages.base import StageConfig, StageContext, StageResult
 
 
@@ -22,6 +22,10 @@ class Stage:
 STAGES: dict[str, Stage] = {
     "data": Stage(data.DataConfig, data.run),
     "finetune": Stage(finetune.FinetuneConfig, finetune.run),
+    "distill": Stage(distill.DistillConfig, distill.run),
+    "prune": Stage(prune.PruneConfig, prune.run),
+    "quantize": Stage(quantize.QuantizeConfig, quantize.run),
+    "search": Stage(search.SearchConfig, search.run),
     "evaluate": Stage(evaluate.EvaluateConfig, evaluate.run),
     "report": Stage(report.ReportConfig, report.run, reads_all_stages=True),
 }

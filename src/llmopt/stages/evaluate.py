@@ -41,10 +41,12 @@ def _entry_name(ref: str) -> str:
 def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
     import numpy as np
 
+    from llmopt.compression.gate import annotate_gates
+    from llmopt.compression.onnx_export import check_onnx_dir, is_onnx_dir
     from llmopt.data.artifact import load_data_artifact
     from llmopt.eval.baselines import MajorityBaseline, TfidfBaseline
     from llmopt.eval.metrics import classification_report, paired_bootstrap
-    from llmopt.eval.predictors import HFClassifier, predict_all
+    from llmopt.eval.predictors import load_predictor, predict_all
     from llmopt.eval.speed import PeakRSS, measure_speed
     from llmopt.fsutil import atomic_write_jsonl, dir_size_bytes
     from llmopt.models import check_model_dir, resolve_model_ref, weights_size_bytes
@@ -102,11 +104,16 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
 
     model_names = []
     for ref in cfg.models:
-        folder = check_model_dir(resolve_model_ref(ref, ctx.stage_dirs))
+        folder = resolve_model_ref(ref, ctx.stage_dirs)
+        onnx = is_onnx_dir(folder)  # an exported model: model.onnx + tokenizer + config.json
+        folder = check_onnx_dir(folder) if onnx else check_model_dir(folder, allow_pickle=ctx.allow_pickle)
         name = _entry_name(ref)
         model_names.append(name)
-        score(name, "model", lambda f=folder: HFClassifier(f, cfg.max_length), folder, folder)
+        score(name, "model", lambda f=folder: load_predictor(f, cfg.max_length, threads, ctx.allow_pickle), folder,
+              folder / "model.onnx" if onnx else folder)
         entries[name]["path"] = str(folder)
+    # compressed models against their nearest evaluated ancestor, timed by the same harness here
+    annotate_gates(entries, {_entry_name(r): r for r in cfg.models}, ctx.stage_dirs)
 
     reference = _entry_name(cfg.reference) if cfg.reference else model_names[0]
     if reference not in entries:

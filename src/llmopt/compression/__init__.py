@@ -1,0 +1,1 @@
+"""Compression building blocks: ONNX export and quantization, distillation, pruning, vocabulary trimming."""

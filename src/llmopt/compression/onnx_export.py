@@ -1,0 +1,184 @@
+"""Export a Hugging Face classifier to ONNX, fuse it for ONNX Runtime, and quantize it.
+
+An ONNX model folder holds `model.onnx`, `config.json` (with id2label), the tokenizer files and
+`onnx_model.json` (scheme, parameter count of the source model). No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmopt.errors import ModelError
+
+SCHEMES = ("fp32", "dynamic_int8", "static_int8", "weight_only_int8", "weight_only_int4")
+META = "onnx_model.json"
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model")
+
+
+def is_onnx_dir(path: Path) -> bool:
+    return (Path(path) / "model.onnx").is_file()
+
+
+def check_onnx_dir(path: Path) -> Path:
+    """Fail clearly unless `path` holds model.onnx, a tokenizer and a config.json with id2label."""
+    path = Path(path)
+    if not (path / "model.onnx").is_file():
+        raise ModelError(f"{path}: no model.onnx; export one with a quantize stage.")
+    cfg = path / "config.json"
+    if not cfg.is_file() or "id2label" not in json.loads(cfg.read_text(encoding="utf-8")):
+        raise ModelError(f"{path}: an ONNX model folder needs config.json with id2label beside model.onnx.")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelError(f"{path}: no tokenizer files (tokenizer.json / vocab.txt) beside model.onnx.")
+    return path
+
+
+def input_names(model: Any, tokenizer: Any) -> list[str]:
+    """The tokenizer outputs that the model's forward accepts, in forward-signature order."""
+    import inspect
+
+    accepted = list(inspect.signature(model.forward).parameters)
+    produced = set(tokenizer("a b", return_tensors="pt").keys())
+    return [n for n in accepted if n in produced]
+
+
+def export_fp32(src: Path, out_dir: Path, opset: int = 17) -> dict[str, Any]:
+    """Export the classifier in `src` to out_dir/model.onnx (dynamic batch and sequence axes)."""
+    import torch
+
+    from llmopt.models import load_classifier, load_tokenizer
+
+    tok = load_tokenizer(src)
+    # eager attention exports as plain MatMul/Softmax, which ORT's BERT optimizer fuses into Attention
+    model = load_classifier(src, attn_implementation="eager").eval()
+    names = input_names(model, tok)
+    enc = tok(["a short one", "a somewhat longer example sentence"], padding=True, return_tensors="pt")
+    args = tuple(enc[n] for n in names)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    with torch.no_grad():
+        torch.onnx.export(model, args, str(out_dir / "model.onnx"), input_names=names, output_names=["logits"],
+                          dynamic_axes=axes, opset_version=opset, dynamo=False)
+    model.config.save_pretrained(str(out_dir))
+    cfg_path = out_dir / "config.json"
+    saved = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if "id2label" not in saved:  # transformers omits default LABEL_i names; the predictor needs them
+        saved["id2label"] = {str(k): v for k, v in model.config.id2label.items()}
+        cfg_path.write_text(json.dumps(saved, indent=2), encoding="utf-8")
+    tok.save_pretrained(str(out_dir))
+    cfg = model.config
+    return {"params": int(sum(p.numel() for p in model.parameters())), "inputs": names,
+            "model_type": cfg.model_type, "num_heads": int(getattr(cfg, "num_attention_heads", 0) or 0),
+            "hidden_size": int(getattr(cfg, "hidden_size", 0) or 0)}
+
+
+def optimize(path: Path, meta: dict[str, Any]) -> bool:
+    """Fuse attention/LayerNorm/GELU with ORT's transformer optimizer in place; False if not applicable."""
+    if meta["model_type"] not in ("bert", "roberta", "distilbert", "xlm-roberta", "electra"):
+        return False
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    model_type = "bert" if meta["model_type"] in ("roberta", "xlm-roberta", "electra") else meta["model_type"]
+    opt = optimize_model(str(path), model_type=model_type, num_heads=meta["num_heads"], hidden_size=meta["hidden_size"])
+    opt.save_model_to_file(str(path))
+    return True
+
+
+class _Calibration:
+    """ORT CalibrationDataReader over tokenized texts, one batch-1 example at a time."""
+
+    def __init__(self, tokenizer: Any, texts: list[str], names: list[str], max_length: int) -> None:
+        self._it: Iterator[dict[str, np.ndarray]] = (
+            {n: np.asarray(enc[n], dtype=np.int64)[None, :] for n in names}
+            for enc in (tokenizer(t, truncation=True, max_length=max_length) for t in texts)
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:  # pragma: no cover - only used by some calibrators
+        pass
+
+
+def quantize(fp32: Path, out: Path, scheme: str, meta: dict[str, Any], tokenizer: Any = None,
+             calibration: list[str] | None = None, max_length: int = 128) -> None:
+    """Write the `scheme` version of the fp32 ONNX model `fp32` to `out`."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # fused contrib ops defeat shape inference
+    if scheme == "fp32":
+        shutil.copyfile(fp32, out)
+    elif scheme == "dynamic_int8":
+        quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, extra_options=extra)
+    elif scheme == "static_int8":
+        if not calibration:
+            raise ModelError("static_int8 needs calibration texts (the data stage's dev split).")
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        pre = out.with_name("preprocessed.onnx")
+        with contextlib.chdir(out.parent):  # on failure ORT drops sym_shape_infer_temp.onnx into the cwd
+            quant_pre_process(str(fp32), str(pre), auto_merge=True)
+        quantize_static(str(pre), str(out), _Calibration(tokenizer, calibration, meta["inputs"], max_length),
+                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, extra_options=extra)
+        pre.unlink()
+    elif scheme in ("weight_only_int8", "weight_only_int4"):
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        q = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=8 if scheme.endswith("int8") else 4, block_size=32,
+                                 is_symmetric=True, accuracy_level=4)
+        q.process()
+        q.model.save_model_to_file(str(out), use_external_data_format=False)
+    else:
+        raise ModelError(f"unknown quantization scheme '{scheme}'. Known: {', '.join(SCHEMES)}.")
+
+
+def write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
+    from llmopt.fsutil import atomic_write_json
+
+    atomic_write_json(out_dir / META, meta)
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    p = Path(folder) / META
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+
+
+def onnx_params(path: Path) -> int:
+    """Elements in the graph's initializers (fallback parameter count when no meta file exists)."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return int(sum(int(np.prod(t.dims)) for t in m.graph.initializer))
+
+
+def build_onnx_model(src: Path, dest: Path, scheme: str, calibration: list[str] | None = None,
+                     max_length: int = 128, fuse: bool = True) -> dict[str, Any]:
+    """src (safetensors folder) → dest folder with model.onnx in `scheme`, tokenizer, config and meta."""
+    import tempfile
+
+    from llmopt.fsutil import atomic_replace_dir
+    from llmopt.models import load_tokenizer
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        work = Path(tmp)
+        meta = export_fp32(src, work / "fp32")
+        shutil.copyfile(work / "fp32" / "model.onnx", work / "unfused.onnx")
+        fused = optimize(work / "fp32" / "model.onnx", meta) if fuse else False
+        out = work / "out"
+        shutil.copytree(work / "fp32", out, ignore=shutil.ignore_patterns("model.onnx"))
+        base = work / ("unfused.onnx" if scheme == "static_int8" else "fp32/model.onnx")
+        quantize(base, out / "model.onnx", scheme, meta, load_tokenizer(src), calibration, max_length)
+        meta = {**meta, "scheme": scheme, "fused": fused, "source": str(src)}
+        write_meta(out, meta)
+        atomic_replace_dir(out, dest)
+    return meta

@@ -1,0 +1,92 @@
+"""Distillation: the KD loss by hand, students copied from teacher layers, tokenizers that differ."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.compression.conftest import make_ctx
+
+QUICK = dict(max_steps=4, batch_size=8, epochs=1, max_length=32, logging_steps=1, early_stopping_patience=None)
+
+
+def test_kd_loss_matches_hand_computed_value():
+    import torch
+
+    from llmopt.compression.distillation import kd_loss
+
+    s, t, y = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0])
+    # T=2: p_s = softmax([.5, 0]), p_t = softmax([0, .5]) = p_s reversed, so
+    # KL(p_t || p_s) = (2σ(.5) - 1) * .5 = .5 * tanh(.25) = 0.122459; CE = log(1 + e^-1) = 0.313262
+    # loss = .5 * 4 * 0.122459 + .5 * 0.313262 = 0.401549
+    assert kd_loss(s, t, y, 2.0, 0.5).item() == pytest.approx(0.401549, abs=1e-5)
+    assert 0.5 * 4 * 0.5 * math.tanh(0.25) + 0.5 * math.log(1 + math.exp(-1)) == pytest.approx(0.401549, abs=1e-6)
+    # unlabelled rows (-100) keep only the KD term; alpha=0 is plain cross-entropy
+    assert kd_loss(s, t, torch.tensor([-100]), 2.0, 0.5).item() == pytest.approx(0.244918, abs=1e-5)
+    assert kd_loss(s, t, y, 2.0, 0.0).item() == pytest.approx(0.313262, abs=1e-5)
+
+
+def test_student_copies_the_chosen_teacher_layers(tiny_teacher):
+    import torch
+
+    from llmopt.compression.distillation import evenly_spaced, student_from_teacher
+    from llmopt.models import load_classifier
+
+    teacher = load_classifier(tiny_teacher)
+    student = student_from_teacher(teacher, [1])
+    assert student.config.num_hidden_layers == 1 and len(student.bert.encoder.layer) == 1
+    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters())
+    t_sd, s_sd = teacher.state_dict(), student.state_dict()
+    assert torch.equal(s_sd["bert.encoder.layer.0.attention.self.query.weight"],
+                       t_sd["bert.encoder.layer.1.attention.self.query.weight"])
+    assert not torch.equal(s_sd["bert.encoder.layer.0.attention.self.query.weight"],
+                           t_sd["bert.encoder.layer.0.attention.self.query.weight"])
+    assert torch.equal(s_sd["classifier.weight"], t_sd["classifier.weight"])
+    assert evenly_spaced(6, 3) == [0, 2, 5] and evenly_spaced(12, 4) == [0, 4, 7, 11]
+
+
+def test_distill_stage_saves_a_reloadable_student(tmp_path, tiny_teacher, data_stage):
+    from transformers import AutoModelForSequenceClassification
+
+    from llmopt.data.artifact import load_data_artifact
+    from llmopt.eval.predictors import HFClassifier, predict_all
+    from llmopt.stages.distill import DistillConfig, run
+
+    ctx = make_ctx(tmp_path, "01-distill", {"data": data_stage})
+    m = run(DistillConfig(id="distill", teacher=str(tiny_teacher), layers=[0], augment_copies=1,
+                          hidden_loss_weight=1.0, **QUICK), ctx).metrics
+    folder = ctx.out_dir / "model"
+    assert AutoModelForSequenceClassification.from_pretrained(str(folder)).config.num_hidden_layers == 1
+    assert m["transfer_rows"] == 96 and m["unlabelled_rows"] == 48 and m["global_steps"] == 4
+    assert list((ctx.stage_dir / "cache").glob("teacher_logits-*.npy"))  # computed once, cached
+    dev = load_data_artifact(data_stage / "artifacts").dev
+    pred = predict_all(HFClassifier(folder, 32), [r["text"] for r in dev]).argmax(1)
+    y = np.array([r["label"] == "positive" for r in dev], dtype=int)
+    assert float((pred == y).mean()) == pytest.approx(m["dev_accuracy"])
+
+
+def test_student_with_a_different_tokenizer(tmp_path, tiny_teacher, other_tokenizer_bert, data_stage):
+    from llmopt.models import load_tokenizer
+    from llmopt.stages.distill import DistillConfig, run
+
+    t_tok, s_tok = load_tokenizer(tiny_teacher), load_tokenizer(other_tokenizer_bert)
+    assert t_tok.vocab_size != s_tok.vocab_size
+    ctx = make_ctx(tmp_path, "01-distill", {"data": data_stage})
+    m = run(DistillConfig(id="distill", teacher=str(tiny_teacher), student_model=str(other_tokenizer_bert),
+                          **QUICK), ctx).metrics
+    saved = load_tokenizer(ctx.out_dir / "model")
+    assert saved.get_vocab() == s_tok.get_vocab()
+    assert m["student_params"] < m["teacher_params"] and m["dev_accuracy"] is not None
+
+
+def test_exactly_one_student_kind():
+    from pydantic import ValidationError
+
+    from llmopt.stages.distill import DistillConfig
+
+    with pytest.raises(ValidationError, match="exactly one"):
+        DistillConfig(id="d", teacher="t", layers=[0], num_layers=2)
+    with pytest.raises(ValidationError, match="exactly one"):
+        DistillConfig(id="d", teacher="t")

@@ -1,0 +1,64 @@
+"""Search: Pareto frontier and choice by hand, and a search that resumes after an interruption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.compression.conftest import make_ctx
+
+
+def _c(acc, lat, size, passed=True):
+    return {"accuracy": acc, "latency_b1_p50_ms": lat, "size_bytes": size, "gate": {"passed": passed}}
+
+
+def test_pareto_and_choice_by_hand():
+    from llmopt.compression.search import choose, pareto, threshold
+
+    cands = {"a": _c(0.90, 2.0, 10), "b": _c(0.88, 1.0, 8), "c": _c(0.87, 1.5, 9), "d": _c(0.91, 0.5, 20, False)}
+    assert pareto(cands) == ["a", "b", "d"]  # c is worse than b on every axis
+    assert threshold(0.9, 0.01, "relative") == pytest.approx(0.891)
+    assert threshold(0.9, 0.01, "absolute") == pytest.approx(0.89)
+    assert choose(cands, 0.88, "latency") == ("b", "within tolerance")
+    assert choose(cands, 0.85, "size")[0] == "b"
+    # d is fastest and most accurate but failed the speed/size gate: never chosen
+    best, why = choose(cands, 0.905, "latency")
+    assert best == "a" and "closest" in why
+    assert choose({"x": _c(0.5, 1, 1, False)}, 0.9, "latency")[0] == "x"  # never ends with nothing
+
+
+def test_search_resumes_finished_candidates(tmp_path, tiny_teacher, data_stage, monkeypatch):
+    from llmopt.stages import search
+    from llmopt.stages.search import SearchConfig, run
+
+    cfg = SearchConfig(id="search", teacher=str(tiny_teacher), space={"layers": [1], "ffn_keep": [1.0, 0.5],
+                       "vocab_trim": [True], "scheme": ["dynamic_int8"]}, max_steps=2, batch_size=8,
+                       max_length=32, latency_runs=10, warmup=2, early_stopping_patience=None)
+    ctx = make_ctx(tmp_path, "01-search", {"data": data_stage})
+    first = run(cfg, ctx).metrics
+    names = set(first["candidates"])
+    assert names == {"L1-ffn100-trim-dynamic_int8", "L1-ffn50-trim-dynamic_int8"}
+    assert first["chosen"] in names and first["chosen_test"]["n"] == 24
+    assert (ctx.out_dir / "model" / "model.onnx").is_file()
+    assert set(first["pareto"]) <= names and first["pareto"]
+    assert "noisy" in first["note"]  # 24 dev rows cannot resolve a 1% tolerance
+    from llmopt.report.render import build_report
+
+    paths = build_report(tmp_path, [("search", "search", first)], tmp_path / "report")
+    md = Path(paths["markdown"]).read_text()
+    assert "Accuracy-budget search (search)" in md and first["chosen"] in md
+    assert paths["figures"] == ["search-pareto.svg"]
+
+    # interrupted after the first candidate: its result stays, the second is redone from its saved student
+    (ctx.stage_dir / "candidates" / "L1-ffn50-trim-dynamic_int8.json").unlink()
+    kept = (ctx.stage_dir / "candidates" / "L1-ffn100-trim-dynamic_int8.json").read_text()
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished structure was trained again")
+
+    monkeypatch.setattr(search, "_train_structure", no_training)
+    again = run(cfg, ctx).metrics
+    assert again["resumed_candidates"] == ["L1-ffn100-trim-dynamic_int8"]
+    assert set(again["candidates"]) == names
+    assert (ctx.stage_dir / "candidates" / "L1-ffn100-trim-dynamic_int8.json").read_text() == kept
