@@ -27,14 +27,15 @@ stages:
   - {{id: data, type: data, source: {{path: {data}}}}}
   - {{id: finetune, type: finetune, model: {model}, epochs: 3, batch_size: 16, learning_rate: 1.0e-3,
      max_length: 32, early_stopping_patience: null}}
-  - {{id: evaluate, type: evaluate, models: [finetune], latency_runs: 10, warmup: 1, throughput_batches: 1,
+  - {{id: quantize, type: quantize, model: finetune, max_length: 32, check_rows: 10}}
+  - {{id: evaluate, type: evaluate, models: [finetune, quantize], latency_runs: 10, warmup: 1, throughput_batches: 1,
      max_length: 32}}
   - {{id: report, type: report}}
 """
 FAULTS = ["data.read:1", "stage.start:1", "stage.start:2", "stage.start:3", "stage.start:4",
           "atomic.before_rename:2", "atomic.before_rename:4", "atomic.before_rename:8", "atomic.before_rename:12",
           "ckpt.saved:1", "ckpt.saved:2", "ckpt.saved:3", "stage.end:1", "stage.end:2", "stage.end:3",
-          "report.write:1"]
+          "stage.start:5", "quantize.write:1", "stage.end:4", "report.write:1"]
 RANDOM_KILLS = 8
 
 

@@ -25,9 +25,14 @@ stages:
     learning_rate: 1.0e-3
     max_length: 32
     early_stopping_patience: null
+  - id: quantize
+    type: quantize
+    model: finetune
+    max_length: 32
+    check_rows: 10
   - id: evaluate
     type: evaluate
-    models: [finetune]
+    models: [finetune, quantize]
     latency_runs: 10
     warmup: 1
     throughput_batches: 1
@@ -48,8 +53,9 @@ def crash_setup(tmp_path_factory, tiny_bert):
 
 
 # data loading, a write cut off before its rename, between a checkpoint and its checksums,
-# after a stage's metrics but before DONE, and in the middle of writing the report
-FAULTS = ["data.read:1", "atomic.before_rename:4", "ckpt.saved:2", "stage.end:2", "report.write:1"]
+# after a stage's metrics but before DONE, while quantizing, and in the middle of writing the report
+FAULTS = ["data.read:1", "atomic.before_rename:4", "ckpt.saved:2", "stage.end:2", "quantize.write:1",
+          "report.write:1"]
 
 
 @pytest.mark.parametrize("fault", FAULTS)
