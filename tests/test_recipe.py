@@ -94,6 +94,18 @@ def test_model_must_be_stage_or_existing_folder():
         parse_recipe(GOOD.replace("models: [ft]", "models: [no/such/folder]"))
 
 
+COMPRESS = GOOD.replace("  - id: ev", "  - {id: st, type: distill, teacher: TEACHER, layers: [0]}\n  - id: ev")
+
+
+def test_teacher_may_be_a_stage_or_a_folder_and_a_typo_gets_did_you_mean(tiny_bert):
+    parse_recipe(COMPRESS.replace("TEACHER", "ft"))
+    parse_recipe(COMPRESS.replace("TEACHER", str(tiny_bert)))
+    with pytest.raises(RecipeError, match=r"'fft' is neither an earlier stage id \(did you mean 'ft'\?\)"):
+        parse_recipe(COMPRESS.replace("TEACHER", "fft"))
+    with pytest.raises(RecipeError, match="runs later"):
+        parse_recipe(COMPRESS.replace("TEACHER", "ev"))
+
+
 def test_invalid_yaml_names_line():
     with pytest.raises(RecipeError, match=r"r.yaml:\d+: invalid YAML"):
         parse_recipe("version: 1\nstages: [\n  - {", source="r.yaml")

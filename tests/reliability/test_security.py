@@ -46,6 +46,29 @@ def test_pickle_weights_refused_without_flag_and_loaded_weights_only_with_it(tmp
     assert (run_dir / "stages/01-ft/artifacts/model/model.safetensors").is_file()
 
 
+def test_allow_pickle_reaches_every_stage_that_loads_a_model(tmp_path, tiny_bert, tiny_data):
+    folder = _pickle_model(tmp_path, tiny_bert)
+    config = json.loads((folder / "config.json").read_text())  # a teacher for this data: its labels
+    config["id2label"], config["label2id"] = {"0": "negative", "1": "positive"}, {"negative": 0, "positive": 1}
+    (folder / "config.json").write_text(json.dumps(config))
+    quick = "max_steps: 2, batch_size: 16, max_length: 32"
+    recipe = tmp_path / "compress.yaml"
+    recipe.write_text(
+        "version: 1\nname: secc\nthreads: 1\nstages:\n"
+        f"  - {{id: data, type: data, source: {{path: {tiny_data}}}}}\n"
+        f"  - {{id: student, type: distill, teacher: {folder}, layers: [1], {quick}}}\n"
+        f"  - {{id: pruned, type: prune, model: {folder}, ffn_keep: 0.5}}\n"
+        f"  - {{id: int8, type: quantize, model: {folder}, max_length: 32}}\n"
+    )
+    with pytest.raises(ModelError, match=r"--allow-pickle"):
+        run_recipe(recipe, runs_root=tmp_path / "runs")
+    run_dir = run_recipe(recipe, runs_root=tmp_path / "runs", allow_pickle=True)
+    for stage in ("01-student", "02-pruned", "03-int8"):
+        assert (run_dir / "stages" / stage / "DONE").is_file(), stage
+    artifacts = [f for f in run_dir.glob("stages/*/artifacts/**/*") if f.is_file()]
+    assert artifacts and not [f for f in artifacts if f.suffix in (".bin", ".pt", ".pth", ".pkl")]
+
+
 class _Evil:
     def __reduce__(self):
         import os

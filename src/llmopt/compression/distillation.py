@@ -79,7 +79,8 @@ def small_student(teacher_config: Any, shape: dict[str, int], labels: list[str])
     return AutoModelForSequenceClassification.from_config(cfg)
 
 
-def teacher_logits(folder: Path, texts: list[str], max_length: int, cache: Path | None, batch_size: int = 64) -> np.ndarray:
+def teacher_logits(folder: Path, texts: list[str], max_length: int, cache: Path | None, batch_size: int = 64,
+                   allow_pickle: bool = False) -> np.ndarray:
     """Class logits of the teacher for every text, computed once and cached as .npy (keyed by content)."""
     key = hashlib.sha256(json.dumps([str(folder), max_length, texts]).encode()).hexdigest()[:16]
     path = Path(cache) / f"teacher_logits-{key}.npy" if cache else None
@@ -89,7 +90,7 @@ def teacher_logits(folder: Path, texts: list[str], max_length: int, cache: Path 
 
     from llmopt.models import load_classifier, load_tokenizer
 
-    tok, model = load_tokenizer(folder), load_classifier(folder).eval()
+    tok, model = load_tokenizer(folder), load_classifier(folder, allow_pickle=allow_pickle).eval()
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     with torch.inference_mode():

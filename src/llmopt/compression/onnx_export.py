@@ -48,7 +48,7 @@ def input_names(model: Any, tokenizer: Any) -> list[str]:
     return [n for n in accepted if n in produced]
 
 
-def export_fp32(src: Path, out_dir: Path, opset: int = 17) -> dict[str, Any]:
+def export_fp32(src: Path, out_dir: Path, opset: int = 17, allow_pickle: bool = False) -> dict[str, Any]:
     """Export the classifier in `src` to out_dir/model.onnx (dynamic batch and sequence axes)."""
     import torch
 
@@ -56,7 +56,7 @@ def export_fp32(src: Path, out_dir: Path, opset: int = 17) -> dict[str, Any]:
 
     tok = load_tokenizer(src)
     # eager attention exports as plain MatMul/Softmax, which ORT's BERT optimizer fuses into Attention
-    model = load_classifier(src, attn_implementation="eager").eval()
+    model = load_classifier(src, allow_pickle=allow_pickle, attn_implementation="eager").eval()
     names = input_names(model, tok)
     enc = tok(["a short one", "a somewhat longer example sentence"], padding=True, return_tensors="pt")
     args = tuple(enc[n] for n in names)

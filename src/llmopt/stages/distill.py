@@ -71,7 +71,7 @@ class DistillConfig(KDTraining):
         return self
 
     def refs(self) -> list[str]:
-        return [self.data] + self.model_refs()
+        return [self.data]  # model refs may be stage ids or folders; recipe checks them via model_refs()
 
     def model_refs(self) -> list[str]:
         return [self.teacher] + ([self.student_model] if self.student_model else [])
@@ -108,8 +108,8 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     from llmopt.training.checkpoints import last_good_checkpoint
 
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
-    t_dir = check_model_dir(resolve_model_ref(cfg.teacher, ctx.stage_dirs))
-    teacher = load_classifier(t_dir)
+    t_dir = check_model_dir(resolve_model_ref(cfg.teacher, ctx.stage_dirs), allow_pickle=ctx.allow_pickle)
+    teacher = load_classifier(t_dir, allow_pickle=ctx.allow_pickle)
     if list(teacher.config.id2label.values()) != data.labels:
         from llmopt.errors import ModelError
 
@@ -117,8 +117,8 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
                          f"the data has labels {data.labels}. Distil a teacher fine-tuned on this data.")
     tokenizer, layers = load_tokenizer(t_dir), None
     if cfg.student_model:
-        s_dir = check_model_dir(resolve_model_ref(cfg.student_model, ctx.stage_dirs))
-        student = load_classifier(s_dir, labels=data.labels, ignore_mismatched_sizes=True)
+        s_dir = check_model_dir(resolve_model_ref(cfg.student_model, ctx.stage_dirs), allow_pickle=ctx.allow_pickle)
+        student = load_classifier(s_dir, labels=data.labels, allow_pickle=ctx.allow_pickle, ignore_mismatched_sizes=True)
         tokenizer = load_tokenizer(s_dir)
     elif cfg.student_config:
         student = small_student(teacher.config, cfg.student_config.model_dump(exclude_none=True), data.labels)
@@ -132,7 +132,7 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     extra = [t for p in cfg.extra_texts for t in read_texts(Path(p))]
     extra += [augment(t, rng) for _ in range(cfg.augment_copies) for t in texts]
     all_texts, all_labels = texts + extra, labels + [-100] * len(extra)  # -100: no label, KD term only
-    logits = teacher_logits(t_dir, all_texts, cfg.max_length, ctx.stage_dir / "cache")
+    logits = teacher_logits(t_dir, all_texts, cfg.max_length, ctx.stage_dir / "cache", allow_pickle=ctx.allow_pickle)
     teacher_train_acc = float((logits[: len(texts)].argmax(1) == labels).mean())
     hidden = None
     if cfg.hidden_loss_weight > 0:
@@ -160,7 +160,7 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
         "teacher": str(t_dir),
         "student_layers": layers,
         "student_params": int(sum(p.numel() for p in model.parameters())),
-        "teacher_params": int(sum(p.numel() for p in load_classifier(t_dir).parameters())),
+        "teacher_params": int(sum(p.numel() for p in load_classifier(t_dir, allow_pickle=ctx.allow_pickle).parameters())),
         "transfer_rows": len(all_texts),
         "unlabelled_rows": len(extra),
         "teacher_train_accuracy": teacher_train_acc,

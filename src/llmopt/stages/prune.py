@@ -41,7 +41,7 @@ class PruneConfig(KDTraining):
         return self
 
     def refs(self) -> list[str]:
-        return [self.data] + self.model_refs()
+        return [self.data]  # model refs may be stage ids or folders; recipe checks them via model_refs()
 
     def model_refs(self) -> list[str]:
         return [self.model] + ([self.teacher] if self.teacher else [])
@@ -60,8 +60,8 @@ def run(cfg: PruneConfig, ctx: StageContext) -> StageResult:
     from llmopt.training.checkpoints import last_good_checkpoint
 
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
-    src = check_model_dir(resolve_model_ref(cfg.model, ctx.stage_dirs))
-    model, tok = load_classifier(src), load_tokenizer(src)
+    src = check_model_dir(resolve_model_ref(cfg.model, ctx.stage_dirs), allow_pickle=ctx.allow_pickle)
+    model, tok = load_classifier(src, allow_pickle=ctx.allow_pickle), load_tokenizer(src)
     params_before = int(sum(p.numel() for p in model.parameters()))
     texts, labels = [r["text"] for r in data.train], data.ids(data.train)
     dev_texts, dev_y = [r["text"] for r in data.dev], data.ids(data.dev)
@@ -97,8 +97,8 @@ def run(cfg: PruneConfig, ctx: StageContext) -> StageResult:
     if cfg.recover or cfg.sparsity:
         logits = None
         if cfg.teacher:
-            t_dir = check_model_dir(resolve_model_ref(cfg.teacher, ctx.stage_dirs))
-            logits = teacher_logits(t_dir, texts, cfg.max_length, ctx.stage_dir / "cache")
+            t_dir = check_model_dir(resolve_model_ref(cfg.teacher, ctx.stage_dirs), allow_pickle=ctx.allow_pickle)
+            logits = teacher_logits(t_dir, texts, cfg.max_length, ctx.stage_dir / "cache", allow_pickle=ctx.allow_pickle)
         trainer, tm = train_distill(model, tok, (texts, labels), logits, (dev_texts, dev_y), len(data.labels),
                                     cfg.train_settings(ctx.seed), ctx.stage_dir,
                                     last_good_checkpoint(ctx.stage_dir / "checkpoints"), cfg.temperature,

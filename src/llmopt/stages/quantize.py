@@ -27,7 +27,7 @@ class QuantizeConfig(StageConfig):
     latency_runs: int = Field(100, ge=10, description="auto: batch-1 runs timing each candidate")
 
     def refs(self) -> list[str]:
-        return [self.data] + self.model_refs()
+        return [self.data]  # model refs may be stage ids or folders; recipe checks them via model_refs()
 
     def model_refs(self) -> list[str]:
         return [self.model]
@@ -53,13 +53,13 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
     from llmopt.fsutil import atomic_replace_dir
     from llmopt.models import check_model_dir, load_tokenizer, resolve_model_ref, weights_size_bytes
 
-    src = check_model_dir(resolve_model_ref(cfg.model, ctx.stage_dirs))
+    src = check_model_dir(resolve_model_ref(cfg.model, ctx.stage_dirs), allow_pickle=ctx.allow_pickle)
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
     dev = [r["text"] for r in data.dev]
     check, calib = dev[: cfg.check_rows], dev[: cfg.calibration_rows]
     work = ctx.stage_dir / ".work.tmp"  # scratch: dot-named, so never taken for a result and swept after a crash
     shutil.rmtree(work, ignore_errors=True)
-    meta = export_fp32(src, work / "fp32")
+    meta = export_fp32(src, work / "fp32", allow_pickle=ctx.allow_pickle)
     shutil.copyfile(work / "fp32" / "model.onnx", work / "unfused.onnx")  # static int8 calibrates this one
     fused = optimize(work / "fp32" / "model.onnx", meta) if cfg.optimize else False
     tok = load_tokenizer(src)

@@ -42,7 +42,7 @@ class SearchConfig(KDTraining):
     bootstrap_resamples: int = Field(1000, ge=100)
 
     def refs(self) -> list[str]:
-        return [self.data] + self.model_refs()
+        return [self.data]  # model refs may be stage ids or folders; recipe checks them via model_refs()
 
     def model_refs(self) -> list[str]:
         return [self.teacher]
@@ -70,7 +70,7 @@ def _train_structure(c: dict, t_dir: Path, dest: Path, data: Any, logits: Any, c
     from llmopt.compression.vocab import trim_vocab
     from llmopt.models import load_classifier, load_tokenizer, save_model
 
-    teacher, tok = load_classifier(t_dir), load_tokenizer(t_dir)
+    teacher, tok = load_classifier(t_dir, allow_pickle=ctx.allow_pickle), load_tokenizer(t_dir)
     model = student_from_teacher(teacher, evenly_spaced(teacher.config.num_hidden_layers, c["layers"]))
     texts, labels = [r["text"] for r in data.train], data.ids(data.train)
     if c["ffn_keep"] < 1:
@@ -101,7 +101,7 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
 
     t0 = time.perf_counter()
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
-    t_dir = check_model_dir(resolve_model_ref(cfg.teacher, ctx.stage_dirs))
+    t_dir = check_model_dir(resolve_model_ref(cfg.teacher, ctx.stage_dirs), allow_pickle=ctx.allow_pickle)
     dev_texts, dev_y = [r["text"] for r in data.dev], np.array(data.ids(data.dev))
     cand_dir, struct_dir = ctx.stage_dir / "candidates", ctx.stage_dir / "structures"
 
@@ -109,7 +109,7 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
     if t_file.is_file():
         teacher = read_json(t_file)
     else:
-        teacher = {**_measure(HFClassifier(t_dir, cfg.max_length), dev_texts, dev_y, data.labels, cfg, ctx),
+        teacher = {**_measure(HFClassifier(t_dir, cfg.max_length, ctx.allow_pickle), dev_texts, dev_y, data.labels, cfg, ctx),
                    "size_bytes": weights_size_bytes(t_dir)}
         atomic_write_json(t_file, teacher)
     min_acc = S.threshold(teacher["accuracy"], cfg.max_drop, cfg.drop)
@@ -131,7 +131,8 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
         src = struct_dir / S.structure_name(c)
         if not (src / "config.json").is_file():
             if logits is None:
-                logits = teacher_logits(t_dir, [r["text"] for r in data.train], cfg.max_length, ctx.stage_dir / "cache")
+                logits = teacher_logits(t_dir, [r["text"] for r in data.train], cfg.max_length, ctx.stage_dir / "cache",
+                                        allow_pickle=ctx.allow_pickle)
             _train_structure(c, t_dir, src, data, logits, cfg, ctx)
         onnx = ctx.stage_dir / "onnx" / name
         build_onnx_model(src, onnx, c["scheme"], dev_texts[:128], cfg.max_length)
