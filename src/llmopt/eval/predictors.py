@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -13,6 +13,36 @@ class Predictor(Protocol):
     params: int
 
     def predict_proba(self, texts: list[str]) -> np.ndarray: ...
+
+
+class Encoder:
+    """Tokenize to int64 arrays: the ids `tokenizer(texts, truncation, max_length, padding=True)` gives.
+
+    With a fast (Rust) tokenizer that pads and truncates on the right, the `tokenizers` backend is called
+    directly: the same ids without transformers' per-call Python overhead, which at batch 1 on a small
+    int8 model is a tenth of the latency. Any other tokenizer goes through the usual call.
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer, self.max_length, self.backend = tokenizer, max_length, None
+        self.names = [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if (backend is not None and tokenizer.pad_token_id is not None and tokenizer.padding_side == "right"
+                and tokenizer.truncation_side == "right"):
+            from tokenizers import Tokenizer
+
+            self.backend = Tokenizer.from_str(backend.to_str())  # a copy: the shared one keeps its settings
+            self.backend.enable_truncation(max_length)
+            self.backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token,
+                                        pad_type_id=tokenizer.pad_token_type_id)
+
+    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
+        if self.backend is None:
+            enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
+            return {n: np.asarray(enc[n], dtype=np.int64) for n in enc}
+        encs = [self.backend.encode(texts[0])] if len(texts) == 1 else self.backend.encode_batch(texts)
+        field = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+        return {n: np.array([getattr(e, field[n]) for e in encs], dtype=np.int64) for n in self.names}
 
 
 class HFClassifier:
@@ -29,11 +59,12 @@ class HFClassifier:
         self.tokenizer = load_tokenizer(folder)
         self.model = load_classifier(folder, allow_pickle=allow_pickle).eval()
         self.max_length = max_length
+        self.encode = Encoder(self.tokenizer, max_length)
         self.params = int(sum(p.numel() for p in self.model.parameters()))
         self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+        enc = {k: self.torch.from_numpy(v) for k, v in self.encode(texts).items()}
         with self.torch.inference_mode():
             logits = self.model(**enc).logits
         return self.torch.softmax(logits.float(), dim=-1).numpy()
@@ -71,6 +102,7 @@ class OrtClassifier:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.tokenizer = load_tokenizer(folder)
         self.max_length = max_length
+        self.encode = Encoder(self.tokenizer, max_length)
         meta = read_meta(folder)
         self.runtime = f"onnxruntime-{meta.get('scheme', 'onnx')}"
         self.params = int(meta.get("params") or onnx_params(folder / "model.onnx"))
@@ -78,9 +110,8 @@ class OrtClassifier:
         self.id2label = {int(k): v for k, v in cfg["id2label"].items()}
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
-        feed = {n: np.asarray(enc[n], dtype=np.int64) for n in self.inputs}
-        return self.session.run(["logits"], feed)[0]
+        enc = self.encode(texts)
+        return self.session.run(["logits"], {n: enc[n] for n in self.inputs})[0]
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         z = self.logits(texts).astype(np.float64)
