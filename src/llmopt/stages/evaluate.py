@@ -63,12 +63,13 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
     preds: dict[str, np.ndarray] = {}
 
     def score(name: str, kind: str, build, size_path: Path | None, weights_path: Path | None) -> None:
-        with PeakRSS() as mem:
+        with PeakRSS() as mem:  # loading + inference over the whole split
             predictor = build()
             probs = predict_all(predictor, texts, cfg.batch_size)
-            speed = measure_speed(
-                predictor.predict_proba, texts, threads, cfg.warmup, cfg.latency_runs, 32, cfg.throughput_batches
-            )
+        # timed with the memory sampler stopped: its wake-ups would steal a core from the timed threads
+        speed = measure_speed(
+            predictor.predict_proba, texts, threads, cfg.warmup, cfg.latency_runs, 32, cfg.throughput_batches
+        )
         pred = probs.argmax(axis=1)
         preds[name] = pred
         rep = classification_report(y, pred, data.labels, cfg.bootstrap_resamples, ctx.seed)
