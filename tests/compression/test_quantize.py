@@ -17,7 +17,7 @@ def _torch_probs(folder, texts):
     return HFClassifier(folder, 64).predict_proba(texts)
 
 
-@pytest.mark.parametrize("scheme", ["fp32", "dynamic_int8", "static_int8", "weight_only_int8"])
+@pytest.mark.parametrize("scheme", ["fp32", "dynamic_int8", "static_int8", "weight_only_int8", "weight_only_int4"])
 def test_quantized_outputs_stay_close_to_fp32(tmp_path, tiny_bert, data_stage, scheme):
     from llmopt.eval.predictors import OrtClassifier, load_predictor
     from llmopt.stages.quantize import QuantizeConfig, run
@@ -37,6 +37,11 @@ def test_quantized_outputs_stay_close_to_fp32(tmp_path, tiny_bert, data_stage, s
     assert res.metrics["parent"] == str(tiny_bert) and res.metrics["scheme"] == scheme
     if scheme in ("dynamic_int8", "weight_only_int8"):
         assert res.metrics["weights_bytes"] < res.metrics["parent_weights_bytes"]
+    if scheme.startswith("weight_only"):
+        import onnx
+
+        ops = {n.op_type for n in onnx.load(str(folder / "model.onnx")).graph.node}
+        assert "MatMulNBits" in ops  # the weights really are stored in 8 / 4 bits
 
 
 def test_auto_picks_a_measured_candidate(tmp_path, tiny_bert, data_stage):
