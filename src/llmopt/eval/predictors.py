@@ -15,6 +15,9 @@ class Predictor(Protocol):
     def predict_proba(self, texts: list[str]) -> np.ndarray: ...
 
 
+_ENCODING_FIELD = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
 class Encoder:
     """Tokenize to int64 arrays: the ids `tokenizer(texts, truncation, max_length, padding=True)` gives.
 
@@ -25,7 +28,7 @@ class Encoder:
 
     def __init__(self, tokenizer: Any, max_length: int) -> None:
         self.tokenizer, self.max_length, self.backend = tokenizer, max_length, None
-        self.names = [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
+        self.names = [n for n in tokenizer.model_input_names if n in _ENCODING_FIELD]
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if (backend is not None and tokenizer.pad_token_id is not None and tokenizer.padding_side == "right"
                 and tokenizer.truncation_side == "right"):
@@ -41,8 +44,7 @@ class Encoder:
             enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
             return {n: np.asarray(enc[n], dtype=np.int64) for n in enc}
         encs = [self.backend.encode(texts[0])] if len(texts) == 1 else self.backend.encode_batch(texts)
-        field = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
-        return {n: np.array([getattr(e, field[n]) for e in encs], dtype=np.int64) for n in self.names}
+        return {n: np.array([getattr(e, _ENCODING_FIELD[n]) for e in encs], dtype=np.int64) for n in self.names}
 
 
 class HFClassifier:

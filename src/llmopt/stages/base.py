@@ -20,8 +20,11 @@ class StageConfig(Strict):
     type: str
 
     def refs(self) -> list[str]:
-        """Ids of earlier stages this stage reads from (for ordering and resume)."""
-        return []
+        """Ids of earlier stages this stage reads from (for ordering and resume): its `data` stage, if it has one.
+
+        Models are named in model_refs(), since a model may be a stage id or a folder."""
+        data = getattr(self, "data", None)
+        return [data] if data else []
 
     def model_refs(self) -> list[str]:
         """Strings that name a model: an earlier stage id or a folder path."""
@@ -46,6 +49,12 @@ class StageContext:
 
     def artifacts_of(self, stage_id: str) -> Path:
         return self.stage_dirs[stage_id] / "artifacts"
+
+    def model_dir(self, ref: str) -> Path:
+        """The checked model folder a model ref (earlier stage id, folder or builtin:) names; pickle per --allow-pickle."""
+        from llmopt.models import check_model_dir, resolve_model_ref
+
+        return check_model_dir(resolve_model_ref(ref, self.stage_dirs), allow_pickle=self.allow_pickle)
 
 
 @dataclass

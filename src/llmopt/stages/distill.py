@@ -70,9 +70,6 @@ class DistillConfig(KDTraining):
                              + (f" (got {', '.join(given)})" if given else ""))
         return self
 
-    def refs(self) -> list[str]:
-        return [self.data]  # model refs may be stage ids or folders; recipe checks them via model_refs()
-
     def model_refs(self) -> list[str]:
         return [self.teacher] + ([self.student_model] if self.student_model else [])
 
@@ -104,12 +101,13 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     )
     from llmopt.data.artifact import load_data_artifact
     from llmopt.fsutil import atomic_write_jsonl
-    from llmopt.models import check_model_dir, load_classifier, load_tokenizer, resolve_model_ref, save_model
+    from llmopt.models import load_classifier, load_tokenizer, save_model
     from llmopt.training.checkpoints import last_good_checkpoint
 
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
-    t_dir = check_model_dir(resolve_model_ref(cfg.teacher, ctx.stage_dirs), allow_pickle=ctx.allow_pickle)
+    t_dir = ctx.model_dir(cfg.teacher)
     teacher = load_classifier(t_dir, allow_pickle=ctx.allow_pickle)
+    teacher_params = int(sum(p.numel() for p in teacher.parameters()))
     if list(teacher.config.id2label.values()) != data.labels:
         from llmopt.errors import ModelError
 
@@ -117,7 +115,7 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
                          f"the data has labels {data.labels}. Distil a teacher fine-tuned on this data.")
     tokenizer, layers = load_tokenizer(t_dir), None
     if cfg.student_model:
-        s_dir = check_model_dir(resolve_model_ref(cfg.student_model, ctx.stage_dirs), allow_pickle=ctx.allow_pickle)
+        s_dir = ctx.model_dir(cfg.student_model)
         student = load_classifier(s_dir, labels=data.labels, allow_pickle=ctx.allow_pickle, ignore_mismatched_sizes=True)
         tokenizer = load_tokenizer(s_dir)
     elif cfg.student_config:
@@ -160,7 +158,7 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
         "teacher": str(t_dir),
         "student_layers": layers,
         "student_params": int(sum(p.numel() for p in model.parameters())),
-        "teacher_params": int(sum(p.numel() for p in load_classifier(t_dir, allow_pickle=ctx.allow_pickle).parameters())),
+        "teacher_params": teacher_params,
         "transfer_rows": len(all_texts),
         "unlabelled_rows": len(extra),
         "teacher_train_accuracy": teacher_train_acc,

@@ -27,9 +27,6 @@ class EvaluateConfig(StageConfig):
     latency_runs: int = Field(200, ge=10)
     throughput_batches: int = Field(10, ge=1)
 
-    def refs(self) -> list[str]:
-        return [self.data]
-
     def model_refs(self) -> list[str]:
         return list(self.models)
 

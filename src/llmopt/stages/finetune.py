@@ -36,9 +36,6 @@ class FinetuneConfig(StageConfig):
     group_by_length: bool = True
     logging_steps: int = Field(10, ge=1)
 
-    def refs(self) -> list[str]:
-        return [self.data]
-
     def model_refs(self) -> list[str]:
         return [self.model] if isinstance(self.model, str) else []
 
@@ -49,12 +46,12 @@ class FinetuneConfig(StageConfig):
 def run(cfg: FinetuneConfig, ctx: StageContext) -> StageResult:
     from llmopt.data.artifact import load_data_artifact
     from llmopt.fsutil import atomic_write_jsonl
-    from llmopt.models import check_model_dir, load_classifier, load_tokenizer, resolve_model_ref, save_model
+    from llmopt.models import load_classifier, load_tokenizer, save_model
     from llmopt.training.checkpoints import last_good_checkpoint
     from llmopt.training.classification import TrainSettings, train_classifier
 
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
-    base = check_model_dir(resolve_model_ref(cfg.model_ref(), ctx.stage_dirs), allow_pickle=ctx.allow_pickle)
+    base = ctx.model_dir(cfg.model_ref())
     tokenizer = load_tokenizer(base)
     model = load_classifier(base, labels=data.labels, allow_pickle=ctx.allow_pickle, ignore_mismatched_sizes=True)
     settings = TrainSettings(

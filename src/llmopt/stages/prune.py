@@ -40,9 +40,6 @@ class PruneConfig(KDTraining):
             raise ValueError("sparsity_end must come after sparsity_start")
         return self
 
-    def refs(self) -> list[str]:
-        return [self.data]  # model refs may be stage ids or folders; recipe checks them via model_refs()
-
     def model_refs(self) -> list[str]:
         return [self.model] + ([self.teacher] if self.teacher else [])
 
@@ -56,11 +53,11 @@ def run(cfg: PruneConfig, ctx: StageContext) -> StageResult:
     from llmopt.compression.vocab import trim_vocab
     from llmopt.data.artifact import load_data_artifact
     from llmopt.fsutil import atomic_write_jsonl
-    from llmopt.models import check_model_dir, load_classifier, load_tokenizer, resolve_model_ref, save_model, weights_size_bytes
+    from llmopt.models import load_classifier, load_tokenizer, save_model, weights_size_bytes
     from llmopt.training.checkpoints import last_good_checkpoint
 
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
-    src = check_model_dir(resolve_model_ref(cfg.model, ctx.stage_dirs), allow_pickle=ctx.allow_pickle)
+    src = ctx.model_dir(cfg.model)
     model, tok = load_classifier(src, allow_pickle=ctx.allow_pickle), load_tokenizer(src)
     params_before = int(sum(p.numel() for p in model.parameters()))
     texts, labels = [r["text"] for r in data.train], data.ids(data.train)
@@ -97,7 +94,7 @@ def run(cfg: PruneConfig, ctx: StageContext) -> StageResult:
     if cfg.recover or cfg.sparsity:
         logits = None
         if cfg.teacher:
-            t_dir = check_model_dir(resolve_model_ref(cfg.teacher, ctx.stage_dirs), allow_pickle=ctx.allow_pickle)
+            t_dir = ctx.model_dir(cfg.teacher)
             logits = teacher_logits(t_dir, texts, cfg.max_length, ctx.stage_dir / "cache", allow_pickle=ctx.allow_pickle)
         trainer, tm = train_distill(model, tok, (texts, labels), logits, (dev_texts, dev_y), len(data.labels),
                                     cfg.train_settings(ctx.seed), ctx.stage_dir,

@@ -26,9 +26,6 @@ class QuantizeConfig(StageConfig):
     min_agreement: float = Field(0.98, ge=0, le=1, description="auto: least share of dev predictions equal to fp32")
     latency_runs: int = Field(100, ge=10, description="auto: batch-1 runs timing each candidate")
 
-    def refs(self) -> list[str]:
-        return [self.data]  # model refs may be stage ids or folders; recipe checks them via model_refs()
-
     def model_refs(self) -> list[str]:
         return [self.model]
 
@@ -51,9 +48,9 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
     from llmopt.eval.predictors import OrtClassifier, predict_all
     from llmopt.eval.speed import measure_speed
     from llmopt.fsutil import atomic_replace_dir
-    from llmopt.models import check_model_dir, load_tokenizer, resolve_model_ref, weights_size_bytes
+    from llmopt.models import load_tokenizer, weights_size_bytes
 
-    src = check_model_dir(resolve_model_ref(cfg.model, ctx.stage_dirs), allow_pickle=ctx.allow_pickle)
+    src = ctx.model_dir(cfg.model)
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
     dev = [r["text"] for r in data.dev]
     check, calib = dev[: cfg.check_rows], dev[: cfg.calibration_rows]

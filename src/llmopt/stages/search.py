@@ -41,9 +41,6 @@ class SearchConfig(KDTraining):
     warmup: int = Field(10, ge=1)
     bootstrap_resamples: int = Field(1000, ge=100)
 
-    def refs(self) -> list[str]:
-        return [self.data]  # model refs may be stage ids or folders; recipe checks them via model_refs()
-
     def model_refs(self) -> list[str]:
         return [self.teacher]
 
@@ -97,11 +94,11 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
     from llmopt.data.artifact import load_data_artifact
     from llmopt.eval.predictors import HFClassifier, OrtClassifier
     from llmopt.fsutil import atomic_replace_dir, atomic_write_json, read_json
-    from llmopt.models import check_model_dir, resolve_model_ref, weights_size_bytes
+    from llmopt.models import weights_size_bytes
 
     t0 = time.perf_counter()
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
-    t_dir = check_model_dir(resolve_model_ref(cfg.teacher, ctx.stage_dirs), allow_pickle=ctx.allow_pickle)
+    t_dir = ctx.model_dir(cfg.teacher)
     dev_texts, dev_y = [r["text"] for r in data.dev], np.array(data.ids(data.dev))
     cand_dir, struct_dir = ctx.stage_dir / "candidates", ctx.stage_dir / "structures"
 
