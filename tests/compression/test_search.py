@@ -9,8 +9,10 @@ import pytest
 from tests.compression.conftest import make_ctx
 
 
-def _c(acc, lat, size, passed=True):
-    return {"accuracy": acc, "latency_b1_p50_ms": lat, "size_bytes": size, "gate": {"passed": passed}}
+def _c(acc, lat, size, passed=True, ratio=None):
+    return {"accuracy": acc, "latency_b1_p50_ms": lat, "size_bytes": size,
+            "gate": {"passed": passed, "latency_ratio": ratio, "verdict": "faster" if passed else "no measurable difference",
+                     "flag": None if passed else "not measurably faster than teacher"}}
 
 
 def test_pareto_and_choice_by_hand():
@@ -25,7 +27,23 @@ def test_pareto_and_choice_by_hand():
     # d is fastest and most accurate but failed the speed/size gate: never chosen
     best, why = choose(cands, 0.905, "latency")
     assert best == "a" and "closest" in why
-    assert choose({"x": _c(0.5, 1, 1, False)}, 0.9, "latency")[0] == "x"  # never ends with nothing
+    assert choose({}, 0.9, "latency") == (None, "no candidate finished")
+
+
+def test_a_candidate_that_failed_the_gate_is_never_chosen():
+    from llmopt.compression.search import choose
+
+    best, why = choose({"x": _c(0.95, 0.1, 1, False), "y": _c(0.5, 1, 1, False)}, 0.9, "latency")
+    assert best is None
+    assert "none of the 2 candidates passed the speed/size gate" in why and "x: not measurably faster" in why
+
+
+def test_latency_choice_uses_the_paired_ratio_to_the_teacher():
+    from llmopt.compression.search import choose
+
+    # p50s measured apart say b; the ratios measured beside the teacher say a
+    cands = {"a": _c(0.90, 1.2, 10, ratio=0.40), "b": _c(0.90, 1.0, 10, ratio=0.55)}
+    assert choose(cands, 0.89, "latency")[0] == "a"
 
 
 def test_search_resumes_finished_candidates(tmp_path, tiny_teacher, data_stage, monkeypatch):

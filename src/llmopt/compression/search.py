@@ -36,19 +36,35 @@ def pareto(cands: dict[str, dict]) -> list[str]:
     return sorted(n for n, c in cands.items() if not any(dominates(o, c) for m, o in cands.items() if m != n))
 
 
+def _speed_key(c: dict) -> float:
+    """Paired latency ratio to the teacher when measured (each candidate timed beside the teacher),
+    else the candidate's own p50."""
+    r = (c.get("gate") or {}).get("latency_ratio")
+    return r if r is not None else c["latency_b1_p50_ms"]
+
+
 def choose(cands: dict[str, dict], min_acc: float, objective: str) -> tuple[str | None, str]:
-    """The fastest (or smallest) gated candidate within tolerance; else the most accurate gated one; else any."""
-    key = "latency_b1_p50_ms" if objective == "latency" else "size_bytes"
+    """The fastest (or smallest) candidate that passed the speed/size gate and is within tolerance.
+
+    A candidate that failed the gate is never chosen. When none passed: (None, why). When some passed
+    but none is within tolerance: the most accurate of those that passed, and the reason says so.
+    """
+    if not cands:
+        return None, "no candidate finished"
     gated = {n: c for n, c in cands.items() if c["gate"]["passed"]}
+    if not gated:
+        flags = [f"{n}: {c['gate'].get('flag') or c['gate'].get('verdict', 'failed')}" for n, c in sorted(cands.items())]
+        more = f"; and {len(flags) - 3} more" if len(flags) > 3 else ""
+        return None, (f"none of the {len(cands)} candidates passed the speed/size gate (measurably faster and "
+                      f"smaller than the teacher), so none is kept — " + "; ".join(flags[:3]) + more)
     within = {n: c for n, c in gated.items() if c["accuracy"] >= min_acc}
     if within:
-        return min(within, key=lambda n: (within[n][key], -within[n]["accuracy"])), "within tolerance"
-    pool = gated or cands
-    if not pool:
-        return None, "no candidate finished"
-    best = max(pool, key=lambda n: pool[n]["accuracy"])
-    why = "no candidate within tolerance: kept the closest (most accurate)"
-    return best, why + ("" if gated else "; none passed the speed/size gate either")
+        def key(n: str) -> tuple:
+            return (_speed_key(within[n]) if objective == "latency" else within[n]["size_bytes"], -within[n]["accuracy"])
+        return min(within, key=key), "within tolerance"
+    best = max(gated, key=lambda n: gated[n]["accuracy"])
+    return best, ("no candidate that passed the speed/size gate is within tolerance: kept the closest "
+                  "(most accurate) of those that passed")
 
 
 def summary(c: dict[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,13 @@
-"""The speed harness: batch-1 latency p50/p95, batch-32 throughput, peak memory — same for every model."""
+"""The speed harness: batch-1 latency p50/p95, batch-32 throughput, peak memory — same for every model —
+and interleaved paired timing of two models, the only timing that decides which one is faster."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -47,8 +49,22 @@ class PeakRSS:
         return self.peak - self.start
 
 
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Pin torch's intra-op threads for the timed section (ONNX Runtime sessions pin theirs when built)."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
 def measure_speed(
     predict: Callable[[list[str]], Any],
+    *,
     texts: list[str],
     threads: int,
     warmup: int = 10,
@@ -56,12 +72,12 @@ def measure_speed(
     batch_size: int = 32,
     throughput_batches: int = 10,
 ) -> dict[str, Any]:
-    """Time `predict` end to end (tokenization included) on real texts after warm-up."""
-    import torch
+    """Time `predict` end to end (tokenization included) on real texts after warm-up.
 
-    prev = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    One model alone: good for the table, not for deciding which of two models is faster (the machine
+    drifts between two such measurements) — use `compare_latency` for that.
+    """
+    with _torch_threads(threads):
         for i in range(warmup):
             predict([texts[i % len(texts)]])
         predict(texts[:batch_size])
@@ -79,14 +95,88 @@ def measure_speed(
             predict(batch)
             t_total += time.perf_counter() - t0
             n_done += len(batch)
-    finally:
-        torch.set_num_threads(prev)
     ms = np.array(times) * 1000
     return {
         "latency_b1_p50_ms": float(np.percentile(ms, 50)),
         "latency_b1_p95_ms": float(np.percentile(ms, 95)),
         "latency_b1_n": len(times),
+        "latency_b1_runs_ms": [round(float(v), 4) for v in ms],  # raw, in run order
         "throughput_b32": float(n_done / t_total) if t_total > 0 else None,
         "throughput_n": n_done,
         "threads": threads,
+    }
+
+
+def bootstrap_ratio_ci(
+    child_ms: Any, parent_ms: Any, *, paired: bool, resamples: int, seed: int, alpha: float = 0.05
+) -> tuple[float, list[float]]:
+    """Median latency ratio child/parent and its percentile-bootstrap (1 - alpha) interval.
+
+    Paired (the same input timed back to back): the median of the per-pair ratios, pairs resampled
+    together. Unpaired (two separate runs): the ratio of the two medians, each run resampled on its own.
+    """
+    c, p = np.asarray(child_ms, dtype=float), np.asarray(parent_ms, dtype=float)
+    if len(c) == 0 or len(p) == 0 or (paired and len(c) != len(p)):
+        raise ValueError("bootstrap_ratio_ci needs latencies for both models (the same count when paired)")
+    rng = np.random.default_rng(seed)
+    if paired:
+        r = c / p
+        ratio = float(np.median(r))
+        boot = np.median(r[rng.integers(0, len(r), (resamples, len(r)))], axis=1)
+    else:
+        ratio = float(np.median(c) / np.median(p))
+        boot = (np.median(c[rng.integers(0, len(c), (resamples, len(c)))], axis=1)
+                / np.median(p[rng.integers(0, len(p), (resamples, len(p)))], axis=1))
+    lo, hi = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return ratio, [float(lo), float(hi)]
+
+
+def compare_latency(
+    *,
+    child: Callable[[list[str]], Any],
+    parent: Callable[[list[str]], Any],
+    texts: list[str],
+    threads: int,
+    runs: int = 200,
+    warmup: int = 10,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Interleaved paired batch-1 timing of two predictors that are alive at the same time.
+
+    Run i feeds texts[i % len(texts)] to both, back to back, in ABBA order (child first on even
+    pairs, parent first on odd ones) so that warm caches and slow drift of the machine (clock,
+    neighbours) fall on both sides alike. `ratio` is the median over pairs of child/parent latency,
+    `ratio_ci` a bootstrap 95% interval over the pairs; below 1 means the child is faster.
+    """
+    if not texts:
+        raise ValueError("compare_latency needs at least one text")
+    child_s, parent_s = [], []
+    with _torch_threads(threads):
+        for i in range(warmup):
+            t = [texts[i % len(texts)]]
+            child(t)
+            parent(t)
+        for i in range(runs):
+            t = [texts[i % len(texts)]]
+            order = ((child, child_s), (parent, parent_s))
+            for fn, out in order if i % 2 == 0 else order[::-1]:
+                t0 = time.perf_counter()
+                fn(t)
+                out.append(time.perf_counter() - t0)
+    c_ms, p_ms = np.array(child_s) * 1000, np.array(parent_s) * 1000
+    ratio, ci = bootstrap_ratio_ci(c_ms, p_ms, paired=True, resamples=resamples, seed=seed)
+    return {
+        "method": "paired",
+        "order": "ABBA",
+        "ratio": ratio,
+        "ratio_ci": ci,
+        "child_p50_ms": float(np.median(c_ms)),
+        "parent_p50_ms": float(np.median(p_ms)),
+        "runs": runs,
+        "warmup": warmup,
+        "resamples": resamples,
+        "threads": threads,
+        "child_runs_ms": [round(float(v), 4) for v in c_ms],
+        "parent_runs_ms": [round(float(v), 4) for v in p_ms],
     }

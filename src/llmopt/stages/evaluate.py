@@ -65,7 +65,8 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
             probs = predict_all(predictor, texts, cfg.batch_size)
         # timed with the memory sampler stopped: its wake-ups would steal a core from the timed threads
         speed = measure_speed(
-            predictor.predict_proba, texts, threads, cfg.warmup, cfg.latency_runs, 32, cfg.throughput_batches
+            predictor.predict_proba, texts=texts, threads=threads, warmup=cfg.warmup, latency_runs=cfg.latency_runs,
+            throughput_batches=cfg.throughput_batches,
         )
         pred = probs.argmax(axis=1)
         preds[name] = pred

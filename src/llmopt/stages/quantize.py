@@ -79,7 +79,8 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
         pred = OrtClassifier(folder, cfg.max_length, ctx.threads)
         res = {**_check(pred, fp32_probs, check), "size_bytes": weights_size_bytes(folder / "model.onnx")}
         if cfg.scheme == "auto":
-            res.update(measure_speed(pred.predict_proba, check, ctx.threads, 10, cfg.latency_runs, 32, 3))
+            res.update(measure_speed(pred.predict_proba, texts=check, threads=ctx.threads, warmup=10,
+                                     latency_runs=cfg.latency_runs, throughput_batches=3))
         tried[scheme] = res
 
     ok = {s: r for s, r in tried.items() if "error" not in r}

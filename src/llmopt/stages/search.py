@@ -52,7 +52,8 @@ def _measure(pred: Any, texts: list[str], y: Any, labels: list[str], cfg: Search
 
     probs = predict_all(pred, texts)
     rep = classification_report(y, probs.argmax(1), labels, cfg.bootstrap_resamples, ctx.seed)
-    speed = measure_speed(pred.predict_proba, texts, ctx.threads, cfg.warmup, cfg.latency_runs, 32, 5)
+    speed = measure_speed(pred.predict_proba, texts=texts, threads=ctx.threads, warmup=cfg.warmup,
+                          latency_runs=cfg.latency_runs, throughput_batches=5)
     return {"accuracy": rep["accuracy"], "accuracy_ci": rep["accuracy_ci"], "macro_f1": rep["macro_f1"],
             **speed, "params": int(pred.params), "runtime": pred.runtime}
 
