@@ -63,3 +63,154 @@ def test_onnx_folder_without_config_is_refused(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"x")
     with pytest.raises(ModelError, match="id2label"):
         check_onnx_dir(tmp_path)
+
+
+# --- graph structure and file size: what each scheme really stores --------------------------------------------
+# The tiny_bert fixture is all embedding (30k x 32 floats against 2 x 8k in Linear layers), so file sizes would
+# barely move whatever the Linear layers become. This model has a 200-word vocabulary and 128-wide layers:
+# its 14 Linear layers hold ~400k of its ~440k parameters, so a scheme that really stores them in 8 or 4 bits
+# shows it in the file size.
+
+SIZE_SCHEMES = ("fp32", "dynamic_int8", "static_int8", "weight_only_int8", "weight_only_int4")
+
+
+@pytest.fixture(scope="module")
+def linear_heavy_bert(other_tokenizer_bert, tmp_path_factory):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(str(other_tokenizer_bert))
+    torch.manual_seed(3)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=512, max_position_embeddings=64, num_labels=2, pad_token_id=0)
+    model = BertForSequenceClassification(cfg)
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert sum(m.weight.numel() for m in linear) > 0.85 * sum(p.numel() for p in model.parameters())
+    out = tmp_path_factory.mktemp("linear-heavy") / "bert"
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out, len(linear)
+
+
+@pytest.fixture(scope="module")
+def exported(linear_heavy_bert, tmp_path_factory):
+    """scheme -> model.onnx of linear_heavy_bert, built the way the quantize and search stages build it."""
+    from llmopt.compression.onnx_export import build_onnx_model
+
+    src, _ = linear_heavy_bert
+    root = tmp_path_factory.mktemp("onnx")
+    calib = [r["text"] for r in make_rows(32, seed=9)]
+    out = {}
+    for scheme in SIZE_SCHEMES:
+        build_onnx_model(src, root / scheme, scheme, calib, max_length=32)
+        out[scheme] = root / scheme / "model.onnx"
+    return out
+
+
+def _graph(path):
+    import onnx
+
+    m = onnx.load(str(path))
+    inits = {t.name: t for t in m.graph.initializer}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    return m, inits, producer
+
+
+def _ops(m):
+    from collections import Counter
+
+    return Counter(n.op_type for n in m.graph.node)
+
+
+def _attrs(node):
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _float_weight_matmuls(m, inits):
+    """MatMul/Gemm nodes that still multiply by a float weight stored as an initializer."""
+    import onnx
+
+    return [n for n in m.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits
+            and inits[n.input[1]].data_type == onnx.TensorProto.FLOAT]
+
+
+def test_static_int8_is_qdq_with_int8_weights_and_calibrated_activations(exported, linear_heavy_bert):
+    import onnx
+
+    _, n_linear = linear_heavy_bert
+    m, inits, producer = _graph(exported["static_int8"])
+    ops = _ops(m)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0  # QuantFormat.QDQ
+    assert not _float_weight_matmuls(m, inits)
+    weight_mms = 0
+    for n in (n for n in m.graph.node if n.op_type in ("MatMul", "Gemm")):
+        a, b = (producer.get(i) for i in n.input[:2])
+        assert a is not None and a.op_type == "DequantizeLinear", n.name  # every input is quantized ...
+        q = producer.get(a.input[0])
+        assert q is not None and q.op_type == "QuantizeLinear", n.name
+        assert q.input[1] in inits, n.name  # ... with a scale fixed by calibration (static, not computed at run time)
+        assert b is not None and b.op_type == "DequantizeLinear", n.name
+        if b.input[0] in inits:
+            assert inits[b.input[0]].data_type == onnx.TensorProto.INT8, n.name
+            weight_mms += 1
+    assert weight_mms == n_linear  # every Linear layer's weight is stored in int8
+    assert exported["static_int8"].stat().st_size < 0.5 * exported["fp32"].stat().st_size
+
+
+def test_dynamic_int8_quantizes_activations_at_run_time(exported):
+    import onnx
+
+    m, inits, _ = _graph(exported["dynamic_int8"])
+    ops = _ops(m)
+    assert ops["DynamicQuantizeLinear"] > 0 and ops["MatMulInteger"] > 0
+    assert ops["QAttention"] > 0 and ops["Attention"] == 0  # the fused attention's QKV weights are int8 too
+    assert not _float_weight_matmuls(m, inits)
+    for n in m.graph.node:
+        if n.op_type == "MatMulInteger" and n.input[1] in inits:
+            assert inits[n.input[1]].data_type == onnx.TensorProto.INT8
+    assert exported["dynamic_int8"].stat().st_size < 0.5 * exported["fp32"].stat().st_size
+
+
+def _nbits(path):
+    """(MatMulNBits attributes, bytes of their packed weights) for the model at `path`."""
+    import math
+
+    import onnx
+
+    m, inits, _ = _graph(path)
+    # every encoder MatMul weight went into MatMulNBits (the quantizer leaves Gemm, i.e. pooler and head, in fp32)
+    assert not [n for n in _float_weight_matmuls(m, inits) if n.op_type == "MatMul"]
+    nodes = [n for n in m.graph.node if n.op_type == "MatMulNBits"]
+    assert nodes
+    attrs, packed = [], 0
+    for n in nodes:
+        a = _attrs(n)
+        w = inits[n.input[1]]
+        assert w.data_type == onnx.TensorProto.UINT8
+        # [N, blocks per column, bytes per block]: the weights really are packed at a["bits"] per value
+        assert list(w.dims) == [a["N"], math.ceil(a["K"] / a["block_size"]), a["block_size"] * a["bits"] // 8]
+        packed += math.prod(w.dims)
+        attrs.append(a)
+    return attrs, packed
+
+
+def test_weight_only_int4_and_int8_pack_weights_in_4_and_8_bits(exported):
+    int8, int8_bytes = _nbits(exported["weight_only_int8"])
+    int4, int4_bytes = _nbits(exported["weight_only_int4"])
+    assert {a["bits"] for a in int8} == {8} and {a["bits"] for a in int4} == {4}
+    assert {a["block_size"] for a in int8 + int4} == {32}
+    assert len(int8) == len(int4)
+    assert int4_bytes * 2 == int8_bytes
+    size = {s: exported[s].stat().st_size for s in ("fp32", "weight_only_int8", "weight_only_int4")}
+    assert size["weight_only_int4"] < size["weight_only_int8"] < size["fp32"]
+    assert size["weight_only_int8"] - size["weight_only_int4"] >= 0.9 * (int8_bytes - int4_bytes)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: MatMulNBits only replaces MatMul; the attention fused by ORT's "
+                                       "optimizer keeps its packed QKV weights in fp32 (a quarter of each layer's "
+                                       "Linear weights), so weight-only files are larger than dynamic int8's")
+def test_weight_only_stores_no_fp32_attention_weights(exported):
+    m, _, _ = _graph(exported["weight_only_int4"])
+    assert _ops(m)["Attention"] == 0
