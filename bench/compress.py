@@ -85,7 +85,8 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.chdir(ROOT)  # the recipe's data paths are relative to the project root
     from llmopt.fsutil import atomic_write_json, read_json
-    from llmopt.pipeline import run_recipe, stage_metrics
+    from llmopt.pipeline import run_recipe
+    from llmopt.rundir import stage_metrics
 
     t0 = time.perf_counter()
     run_dir = run_recipe(RECIPE, runs_root=ROOT / "runs", resume=None if "--fresh" in argv else "latest",

@@ -41,7 +41,9 @@ def test_stages_lists_fields_with_defaults(capsys):
     for stage in ("data:", "finetune:", "evaluate:", "report:"):
         assert stage in out
     assert "learning_rate: float (default 2e-05)" in out
-    assert "scheduler: 'linear' | 'cosine' (default 'linear')" in out
+    assert out.count("learning_rate: float") == 1  # the shared train block is listed once
+    assert "teacher: model (stage id, folder or {builtin: minilm}) (required)" in out
+    assert "scheduler: 'linear' | 'cosine' | 'constant' (default 'linear')" in out
 
 
 def test_overrides_may_follow_resume(monkeypatch):

@@ -25,11 +25,12 @@ stages:
   - id: finetune
     type: finetune
     model: {model}
-    epochs: {epochs}
-    batch_size: 16
-    learning_rate: 1.0e-3
-    max_length: 32
-    logging_steps: 1
+    train:
+      epochs: {epochs}
+      batch_size: 16
+      learning_rate: 1.0e-3
+      max_length: 32
+      logging_steps: 1
 {extra}
   - id: evaluate
     type: evaluate
@@ -65,7 +66,7 @@ def test_tiny_end_to_end_exact_files(tmp_path, tiny_bert, tiny_data):
     assert run_dir.parent == tmp_path / "runs" / "tiny"
     assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", run_dir.name)
     expected = {
-        "recipe.yaml", "recipe.resolved.yaml", "manifest.json",
+        "recipe.yaml", "recipe.resolved.yaml", "manifest.json", "events.jsonl",
         "stages/00-data/config.json", "stages/00-data/metrics.json", "stages/00-data/DONE",
         "stages/00-data/artifacts/train.jsonl", "stages/00-data/artifacts/dev.jsonl",
         "stages/00-data/artifacts/test.jsonl", "stages/00-data/artifacts/labels.json",
@@ -118,7 +119,7 @@ def test_resume_skips_done_and_reruns_changed(tmp_path, tiny_bert, tiny_data, ca
     again = run_recipe(recipe, runs_root=tmp_path / "runs", resume="latest")
     assert again == run_dir
     err = capsys.readouterr().err
-    assert err.count("config unchanged — skipped") == 4
+    assert err.count("config and inputs unchanged — skipped") == 4
     assert all((p / "DONE").stat().st_mtime_ns == t for p, t in done_before.items())
 
     # a changed evaluate config reruns evaluate and the report, not data or finetune
@@ -130,6 +131,23 @@ def test_resume_skips_done_and_reruns_changed(tmp_path, tiny_bert, tiny_data, ca
     assert ev["models"]["finetune"]["latency_b1_n"] == 12
     resolved = (run_dir / "recipe.resolved.yaml").read_text()
     assert "latency_runs: 12" in resolved
+
+
+def test_editing_a_data_file_in_place_reruns_data_and_everything_after(tmp_path, tiny_bert, tiny_data, capsys):
+    recipe = _recipe(tmp_path, tiny_data, tiny_bert, epochs=1)
+    run_dir = run_recipe(recipe, runs_root=tmp_path / "runs")
+    before = json.loads((run_dir / "stages/00-data/metrics.json").read_text())
+    rows = tiny_data.read_text().splitlines()
+    tiny_data.write_text("\n".join(rows[:-4]) + "\n")  # same path, same recipe, other content
+    capsys.readouterr()
+    run_recipe(recipe, runs_root=tmp_path / "runs", resume=str(run_dir))
+    err = capsys.readouterr().err
+    for label in ("data (data)", "finetune (finetune)", "evaluate (evaluate)", "report (report)"):
+        assert f"{label}: config or inputs changed — running again" in err, label
+    after = json.loads((run_dir / "stages/00-data/metrics.json").read_text())
+    assert sum(after["rows"].values()) == sum(before["rows"].values()) - 4
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["action"] for e in events if e["stage"] == "data"] == ["started", "done", "started", "done"]
 
 
 def test_interrupted_finetune_resumes_from_checkpoint(tmp_path, tiny_bert, tiny_data, capsys):
@@ -150,6 +168,7 @@ def test_interrupted_finetune_resumes_from_checkpoint(tmp_path, tiny_bert, tiny_
     assert "finetune (finetune): resuming an interrupted stage" in err
     resumed = json.loads((ft / "metrics.json").read_text())
     assert resumed["resumed_from"].endswith("checkpoint-3")
+    assert resumed["resumed_at_step"] == 3 and resumed["steps_trained_now"] == 3  # not from scratch
     assert resumed["global_steps"] == full["global_steps"] == 6
     assert resumed["dev_accuracy"] == pytest.approx(full["dev_accuracy"])
     assert resumed["best_metric"] == pytest.approx(full["best_metric"])

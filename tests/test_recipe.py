@@ -20,7 +20,7 @@ stages:
   - id: ft
     type: finetune
     data: data
-    epochs: 1
+    train: {epochs: 1}
   - id: ev
     type: evaluate
     models: [ft]
@@ -38,8 +38,9 @@ def test_every_shipped_recipe_validates(path):
 def test_defaults_are_filled_in():
     r = parse_recipe(GOOD)
     ft = r.stage("ft")
-    assert (ft.learning_rate, ft.warmup_ratio, ft.weight_decay, ft.save_total_limit) == (2e-5, 0.1, 0.01, 2)
-    assert ft.scheduler == "linear" and ft.early_stopping_patience == 2 and ft.group_by_length
+    t = ft.train
+    assert (t.learning_rate, t.warmup_ratio, t.weight_decay, t.save_total_limit, t.epochs) == (2e-5, 0.1, 0.01, 2, 1)
+    assert t.scheduler == "linear" and t.early_stopping_patience == 2 and t.group_by_length
     assert r.seed == 7
     assert "learning_rate: 2.0e-05" in r.resolved_yaml()
 
@@ -49,7 +50,7 @@ def test_typo_in_stage_key_gives_did_you_mean_with_line():
     with pytest.raises(RecipeError) as e:
         parse_recipe(text, source="r.yaml")
     msg = str(e.value)
-    assert "r.yaml:11" in msg and "stages[1].epohcs" in msg and "did you mean 'epochs'" in msg
+    assert "r.yaml:11" in msg and "stages[1].train.epohcs" in msg and "did you mean 'epochs'" in msg
 
 
 def test_typo_in_nested_key():
@@ -69,7 +70,7 @@ def test_unknown_top_level_key():
 
 
 def test_bad_value_type_names_key():
-    with pytest.raises(RecipeError, match=r"stages\[1\].epochs.*'ft'"):
+    with pytest.raises(RecipeError, match=r"stages\[1\].train.epochs.*'ft'"):
         parse_recipe(GOOD.replace("epochs: 1", "epochs: lots"))
 
 
@@ -117,8 +118,8 @@ def test_yaml_tags_cannot_run_code():
 
 
 def test_overrides_are_typed_and_applied():
-    r = parse_recipe(GOOD, overrides=["stages.ft.epochs=2.5", "seed=3", "stages.ft.scheduler=cosine"])
-    assert r.stage("ft").epochs == 2.5 and r.seed == 3 and r.stage("ft").scheduler == "cosine"
+    r = parse_recipe(GOOD, overrides=["stages.ft.train.epochs=2.5", "seed=3", "stages.ft.train.scheduler=cosine"])
+    assert r.stage("ft").train.epochs == 2.5 and r.seed == 3 and r.stage("ft").train.scheduler == "cosine"
 
 
 def test_override_of_nested_field():
@@ -128,17 +129,28 @@ def test_override_of_nested_field():
 
 def test_override_unknown_stage_did_you_mean():
     with pytest.raises(RecipeError, match="no stage with id 'fft'.*did you mean 'ft'"):
-        parse_recipe(GOOD, overrides=["stages.fft.epochs=2"])
+        parse_recipe(GOOD, overrides=["stages.fft.train.epochs=2"])
 
 
 def test_override_unknown_field_is_caught():
     with pytest.raises(RecipeError, match="unknown key 'epoch'.*did you mean 'epochs'"):
-        parse_recipe(GOOD, overrides=["stages.ft.epoch=2"])
+        parse_recipe(GOOD, overrides=["stages.ft.train.epoch=2"])
+
+
+def test_old_flat_training_field_points_at_the_train_block():
+    with pytest.raises(RecipeError, match=r"r.yaml:\d+: stages\[1\].learning_rate.*did you mean 'train.learning_rate'"):
+        parse_recipe(GOOD.replace("train: {epochs: 1}", "learning_rate: 1.0e-4"), source="r.yaml")
+
+
+def test_partial_train_block_keeps_the_stage_defaults():
+    text = GOOD.replace("  - id: ev", "  - {id: d, type: distill, teacher: ft, layers: [0], train: {epochs: 1}}\n  - id: ev")
+    d = parse_recipe(text).stage("d")
+    assert d.train.learning_rate == 1e-4 and d.train.epochs == 1  # distill's own lr default survives
 
 
 def test_override_without_equals():
     with pytest.raises(RecipeError, match="expected key=value"):
-        parse_recipe(GOOD, overrides=["stages.ft.epochs"])
+        parse_recipe(GOOD, overrides=["stages.ft.train.epochs"])
 
 
 def test_validate_does_not_import_torch():

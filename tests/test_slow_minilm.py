@@ -20,10 +20,11 @@ stages:
   - id: finetune
     type: finetune
     model: {builtin: minilm}
-    learning_rate: 1.0e-4
-    epochs: 4
-    batch_size: 16
-    max_length: 64
+    train:
+      learning_rate: 1.0e-4
+      epochs: 4
+      batch_size: 16
+      max_length: 64
   - id: evaluate
     type: evaluate
     models: [finetune]

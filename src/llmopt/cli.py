@@ -39,25 +39,49 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     from llmopt.recipe import load_recipe
 
     recipe_path, overrides = _split_recipe([ns.recipe, *ns.overrides])
-    recipe = load_recipe(recipe_path, overrides)
+    recipe = load_recipe(recipe_path, overrides, allow_pickle=ns.allow_pickle)
     print(f"{recipe_path}: OK — recipe '{recipe.name}', {len(recipe.stages)} stages: "
           + ", ".join(f"{s.id} ({s.type})" for s in recipe.stages))
     return 0
 
 
 def cmd_stages(ns: argparse.Namespace) -> int:
+    from llmopt.errors import did_you_mean
     from llmopt.stages import STAGES
+    from llmopt.stages.base import Input
+    from llmopt.training.config import KDConfig, TrainConfig
 
-    for name, spec in STAGES.items():
-        cls = spec.config
+    blocks = {TrainConfig: "train", KDConfig: "kd"}
+    names = [ns.type] if ns.type else list(STAGES)
+    if ns.type and ns.type not in STAGES:
+        raise LlmoptError(f"unknown stage type '{ns.type}'{did_you_mean(ns.type, STAGES)}. Known: {', '.join(STAGES)}.")
+    used: list[type] = []
+    for name in names:
+        cls = STAGES[name].config
         print(f"{name}: {(cls.__doc__ or '').strip()}")
         for field, info in cls.model_fields.items():
             if field == "type":
                 continue
-            default = "required" if info.is_required() else f"default {_show(info.get_default(call_default_factory=True))}"
+            default = info.get_default(call_default_factory=True)
+            if type(default) in blocks:  # a shared block: its fields are listed once, below
+                used.append(type(default))
+                own = default.model_dump(exclude_unset=True)
+                print(f"  {field}: the shared `{blocks[type(default)]}:` block (below)"
+                      + (f"; this stage's defaults: {_show(own)}" if own else ""))
+                continue
+            shown = "required" if info.is_required() else f"default {_show(default)}"
             desc = f" — {info.description}" if info.description else ""
-            print(f"  {field}: {_type_name(info.annotation)} ({default}){desc}")
+            marker = next((m for m in info.metadata if isinstance(m, Input)), None)
+            kind = _INPUT_NAMES[marker.kind] if marker else _type_name(info.annotation)
+            print(f"  {field}: {kind} ({shown}){desc}")
         print()
+    for block, key in blocks.items():
+        if block in used:
+            print(f"{key}: {(block.__doc__ or '').strip()}")
+            for field, info in block.model_fields.items():
+                desc = f" — {info.description}" if info.description else ""
+                print(f"  {field}: {_type_name(info.annotation)} (default {_show(info.get_default())}){desc}")
+            print()
     return 0
 
 
@@ -66,7 +90,15 @@ def _show(value: object) -> str:
     return repr(dump(mode="json") if dump else value)
 
 
+_INPUT_NAMES = {"stage": "stage id", "model": "model (stage id, folder or {builtin: minilm})", "file": "file path"}
+
+
 def _type_name(ann: object) -> str:
+    from llmopt.stages.base import Input
+
+    marker = next((m for m in getattr(ann, "__metadata__", ()) if isinstance(m, Input)), None)
+    if marker is not None:
+        return _INPUT_NAMES[marker.kind]
     origin = typing.get_origin(ann)
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in typing.get_args(ann))
@@ -81,12 +113,11 @@ def _type_name(ann: object) -> str:
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
-    from llmopt.pipeline import stage_metrics
     from llmopt.report.render import build_report
     from llmopt.rundir import check_run_dir
 
     run_dir = check_run_dir(Path(ns.run_dir))
-    paths = build_report(run_dir, stage_metrics(run_dir), run_dir / "report")
+    paths = build_report(run_dir)
     print(f"report: {Path(paths['html']).resolve()}")
     return 0
 
@@ -105,8 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a recipe without loading models or data")
     v.add_argument("recipe")
     v.add_argument("overrides", nargs="*")
+    v.add_argument("--allow-pickle", action="store_true", help="accept pickle-only model folders, as `run` does")
     v.set_defaults(fn=cmd_validate)
     s = sub.add_parser("stages", help="list stage types with their fields, types and defaults")
+    s.add_argument("type", nargs="?", help="show only this stage type")
     s.set_defaults(fn=cmd_stages)
     rep = sub.add_parser("report", help="rebuild the report of a run directory")
     rep.add_argument("run_dir")

@@ -3,7 +3,7 @@
 `LLMOPT_FAULT=name:n` makes the n-th pass through `point(name)` kill this process with SIGKILL,
 exactly as a power cut or the OOM killer would. With the variable unset a point costs one dict
 lookup. Points: data.read, stage.start, stage.end, ckpt.saved, atomic.before_rename, report.write,
-model.save.
+quantize.write.
 """
 
 from __future__ import annotations

@@ -31,3 +31,26 @@ def verify(folder: Path, recorded: dict[str, dict[str, int | str]]) -> str | Non
         if sha256_file(p) != want["sha256"]:
             return f"{p} has a different sha256 than when it was written (corrupted)"
     return None
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and contents): what an input's fingerprint holds.
+
+    Cached per (path, size, mtime) within the process, so checking a large model folder twice costs nothing."""
+    import hashlib
+
+    path = Path(path)
+    if path.is_file():
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _HASHES:
+            _HASHES[key] = sha256_file(path)
+        return _HASHES[key]
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts):
+            h.update(p.relative_to(path).as_posix().encode() + b"\0" + content_hash(p).encode() + b"\0")
+    return h.hexdigest()

@@ -132,6 +132,18 @@ def weights_size_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.glob("*.safetensors"))
 
 
+def display_path(path: Path) -> str:
+    """A model folder as a reader knows it: `builtin:minilm` rather than a path inside site-packages."""
+    path = Path(path)
+    for name in BUILTIN_MODELS:
+        try:
+            if path.resolve() == builtin_model_path(name).resolve():
+                return f"builtin:{name}"
+        except ModelError:
+            continue
+    return str(path)
+
+
 def resolve_model_ref(ref: str, stage_dirs: dict[str, Path]) -> Path:
     """A model reference → folder: an earlier stage id, `builtin:<name>`, or a path."""
     if ref in stage_dirs:

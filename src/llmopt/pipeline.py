@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from llmopt import faults, rundir
-from llmopt.errors import LlmoptError, RunDirError
-from llmopt.fsutil import atomic_write_json, read_json, remove_stale_temps
+from llmopt.errors import LlmoptError
+from llmopt.fsutil import atomic_write_json, remove_stale_temps
 from llmopt.recipe import Recipe, load_recipe
 from llmopt.stages import STAGES
-from llmopt.stages.base import StageContext
+from llmopt.stages.base import Inputs, StageContext
 
 
 def log(msg: str) -> None:
@@ -28,7 +29,7 @@ def run_recipe(
     allow_pickle: bool = False,
 ) -> Path:
     """Run every stage of the recipe; return the run directory."""
-    recipe = load_recipe(recipe_path, overrides)
+    recipe = load_recipe(recipe_path, overrides, allow_pickle=allow_pickle)
     created = False
     if resume == "latest":
         run_dir = rundir.latest_run_dir(runs_root, recipe.name)
@@ -58,7 +59,34 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
+def input_hashes(inputs: Inputs, stage_ids: set[str]) -> dict[str, str]:
+    """sha256 of every file and model folder a stage reads that is not another stage's output."""
+    from llmopt.integrity import content_hash
+    from llmopt.models import resolve_model_ref
+
+    out: dict[str, str] = {}
+    for ref in inputs.files + [m for m in inputs.models if m not in stage_ids]:
+        try:
+            path = resolve_model_ref(ref, {}) if ref in inputs.models else Path(ref)
+        except LlmoptError:
+            continue  # a missing builtin: the stage itself reports it
+        if path.exists():
+            out[ref] = content_hash(path)
+    return out
+
+
+def record_event(run_dir: Path, **event: object) -> None:
+    """One line per stage decision (ran / skipped / resumed) in run_dir/events.jsonl, for people and tests."""
+    import json
+
+    from llmopt.rundir import _now
+
+    with open(Path(run_dir) / "events.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"at": _now(), "pid": os.getpid(), **event}) + "\n")
+
+
 def execute(recipe: Recipe, recipe_text: str, run_dir: Path, argv: list[str], allow_pickle: bool = False) -> None:
+    """Run the stages in order; a stage whose DONE, fingerprint and files still match is skipped."""
     from llmopt import runtime
 
     runtime.offline_env()
@@ -66,7 +94,8 @@ def execute(recipe: Recipe, recipe_text: str, run_dir: Path, argv: list[str], al
         log(f"removed a temp file left by an interrupted run: {p.relative_to(run_dir)}")
     threads = recipe.threads or runtime.default_threads()
     rundir.write_recipe_files(run_dir, recipe_text, recipe.resolved_yaml())
-    data_files = [p for s in recipe.stages if hasattr(s, "input_files") for p in s.input_files()]
+    ids = {s.id for s in recipe.stages}
+    data_files = [Path(f) for s in recipe.stages for f in s.inputs().files]
     rundir.write_manifest(run_dir, recipe.seed, data_files, argv)
     log(f"run directory: {run_dir}")
 
@@ -79,30 +108,36 @@ def execute(recipe: Recipe, recipe_text: str, run_dir: Path, argv: list[str], al
 
     fps: dict[str, str] = {}
     dirs: dict[str, Path] = {}
-    types: dict[str, str] = {}
     for i, cfg in enumerate(recipe.stages):
         spec = STAGES[cfg.type]
         sdir = rundir.stage_dir(run_dir, i, cfg.id)
-        deps = list(fps) if spec.reads_all_stages else [r for r in cfg.refs() + cfg.model_refs() if r in fps]
+        inputs = cfg.inputs()
+        deps = list(fps) if spec.reads_all_stages else inputs.stage_ids(fps)
+        files = input_hashes(inputs, ids)
         config = cfg.model_dump(mode="json")
-        fp = rundir.fingerprint(config, recipe.seed, {d: fps[d] for d in deps})
+        fp = rundir.fingerprint(config, recipe.seed, {d: fps[d] for d in deps}, files)
         label = f"[{i + 1}/{len(recipe.stages)}] {cfg.id} ({cfg.type})"
         why = rundir.done_problem(sdir, fp) if sdir.exists() else "not started"
         if why is None:
-            log(f"{label}: done earlier, config unchanged — skipped")
+            log(f"{label}: done earlier, config and inputs unchanged — skipped")
+            record_event(run_dir, stage=cfg.id, action="skipped")
         else:
+            resumed = False
             if sdir.exists() and ((sdir / "DONE").exists() or rundir.saved_fingerprint(sdir) != fp):
                 log(f"{label}: {why} — running again")
                 shutil.rmtree(sdir)
             elif sdir.exists():
                 log(f"{label}: resuming an interrupted stage")
+                resumed = True
             (sdir / "artifacts").mkdir(parents=True, exist_ok=True)
             atomic_write_json(sdir / "config.json", {"id": cfg.id, "type": cfg.type, "config": config,
-                                                     "seed": recipe.seed, "fingerprint": fp, "deps": deps})
+                                                     "seed": recipe.seed, "fingerprint": fp, "deps": deps,
+                                                     "input_files": files})
             runtime.configure(recipe.seed, threads)
             ctx = StageContext(run_dir=run_dir, stage_dir=sdir, seed=recipe.seed, threads=threads,
-                               stage_dirs=dict(dirs), stage_types=dict(types), allow_pickle=allow_pickle)
+                               stage_dirs=dict(dirs), allow_pickle=allow_pickle)
             log(f"{label}: running")
+            record_event(run_dir, stage=cfg.id, action="resumed" if resumed else "started")
             faults.point("stage.start")
             t0 = time.perf_counter()
             try:
@@ -115,20 +150,7 @@ def execute(recipe: Recipe, recipe_text: str, run_dir: Path, argv: list[str], al
             atomic_write_json(sdir / "metrics.json", {**result.metrics, "stage_seconds": round(seconds, 3)})
             faults.point("stage.end")
             rundir.mark_done(sdir, seconds)
+            record_event(run_dir, stage=cfg.id, action="done", seconds=round(seconds, 3))
             log(f"{label}: done in {seconds:.1f}s")
         fps[cfg.id] = fp
         dirs[cfg.id] = sdir
-        types[cfg.id] = cfg.type
-
-
-def stage_metrics(run_dir: Path) -> list[tuple[str, str, dict]]:
-    """(id, type, metrics) of every finished stage in the run directory, in order."""
-    out = []
-    root = Path(run_dir) / "stages"
-    if not root.is_dir():
-        raise RunDirError(f"{run_dir}: no stages/ folder; is this a run directory?")
-    for sdir in sorted(root.iterdir()):
-        if (sdir / "DONE").is_file() and (sdir / "metrics.json").is_file():
-            conf = read_json(sdir / "config.json")
-            out.append((conf["id"], conf["type"], read_json(sdir / "metrics.json")))
-    return out

@@ -42,7 +42,8 @@ class Recipe(Strict):
         return yaml.safe_dump(self.resolved(), sort_keys=False, allow_unicode=True)
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None, check_paths: bool = True) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] | None = None, check_paths: bool = True,
+                allow_pickle: bool = False) -> Recipe:
     """Read, override and validate a recipe file; every problem is a RecipeError."""
     path = Path(path)
     if not path.is_file():
@@ -51,16 +52,17 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_path
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise RecipeError(f"{path}: not UTF-8 text (byte {e.start}). Save the recipe as UTF-8.") from None
-    return parse_recipe(text, source=str(path), overrides=overrides, base_dir=path.parent, check_paths=check_paths)
+    return parse_recipe(text, source=str(path), overrides=overrides, check_paths=check_paths, allow_pickle=allow_pickle)
 
 
 def parse_recipe(
     text: str,
     source: str = "<recipe>",
     overrides: list[str] | None = None,
-    base_dir: Path | None = None,
     check_paths: bool = True,
+    allow_pickle: bool = False,
 ) -> Recipe:
+    """Parse YAML text into a validated Recipe; every problem is a RecipeError naming the line or key."""
     try:
         raw = yaml.safe_load(text)
         root = yaml.compose(text)
@@ -75,7 +77,7 @@ def parse_recipe(
     recipe = _validate(raw, root, source)
     _check_references(recipe, source, root)
     if check_paths:
-        _check_paths(recipe, source, root, base_dir)
+        _check_paths(recipe, source, root, allow_pickle)
     return recipe
 
 
@@ -161,47 +163,59 @@ def _validate(raw: dict, root: yaml.Node | None, source: str) -> Recipe:
 
 
 def _check_references(recipe: Recipe, source: str, root: yaml.Node | None) -> None:
+    """Every StageRef names an earlier stage; a ModelRef that is a stage id names an earlier one."""
     ids = [s.id for s in recipe.stages]
     for i, st in enumerate(recipe.stages):
         earlier = ids[:i]
-        for ref in st.refs():
+        inputs = st.inputs()
+        for ref in inputs.stages + [m for m in inputs.models if m in ids]:
             if ref in earlier:
                 continue
+            key = inputs.where.get(ref, "")
+            where = _where(source, root, ["stages", i, *_path_parts(key)])
             if ref in ids:
-                msg = f"stage '{ref}' runs later; a stage can only read from earlier stages. Reorder the stages."
-            else:
+                msg = f"stage '{ref}', which runs later (or is this stage). A stage reads only earlier stages: reorder them."
+            elif ref in inputs.stages:
                 msg = f"no stage with id '{ref}'{did_you_mean(ref, earlier)}. Earlier stages: {', '.join(earlier) or 'none'}."
-            raise RecipeError(f"{_where(source, root, ['stages', i])}: stages[{i}] ('{st.id}') refers to {msg}")
-        for ref in st.model_refs():
-            if ref in ids[i:]:
-                raise RecipeError(
-                    f"{_where(source, root, ['stages', i])}: stages[{i}] ('{st.id}') uses the model of stage "
-                    f"'{ref}', which runs later. Reorder the stages."
-                )
+            else:
+                continue  # a folder path: checked by _check_paths
+            raise RecipeError(f"{where}: stages[{i}].{key} ('{st.id}') refers to {msg}")
 
 
-def _check_paths(recipe: Recipe, source: str, root: yaml.Node | None, base_dir: Path | None) -> None:
+def _check_paths(recipe: Recipe, source: str, root: yaml.Node | None, allow_pickle: bool) -> None:
+    """Input files exist; model folders exist and pass the same checks (pickle rule included) as `run`."""
     ids = {s.id for s in recipe.stages}
     for i, st in enumerate(recipe.stages):
-        for ref in st.model_refs():
+        inputs = st.inputs()
+        for f in inputs.files:
+            if not Path(f).exists():
+                key = inputs.where.get(f, "")
+                raise RecipeError(
+                    f"{_where(source, root, ['stages', i, *_path_parts(key)])}: stages[{i}].{key} ('{st.id}'): "
+                    f"file '{f}' not found (paths are relative to where you run llmopt)."
+                )
+        for ref in inputs.models:
             if ref in ids or ref.startswith("builtin:"):
                 continue
+            key = inputs.where.get(ref, "")
+            where = f"{_where(source, root, ['stages', i, *_path_parts(key)])}: stages[{i}].{key} ('{st.id}')"
             if not Path(ref).exists():
-                raise RecipeError(
-                    f"{_where(source, root, ['stages', i])}: stages[{i}] ('{st.id}'): '{ref}' is neither an "
-                    f"earlier stage id{did_you_mean(ref, ids)} nor an existing model folder."
-                )
+                raise RecipeError(f"{where}: '{ref}' is neither an earlier stage id{did_you_mean(ref, ids)} "
+                                  "nor an existing model folder.")
             if (Path(ref) / "model.onnx").is_file():
                 continue  # an exported ONNX model folder; the evaluate stage checks it
             try:  # file checks only: nothing is loaded
-                check_model_dir(Path(ref), need_tokenizer=True, allow_pickle=True)
+                check_model_dir(Path(ref), need_tokenizer=True, allow_pickle=allow_pickle)
             except ModelError as e:
-                raise RecipeError(f"{_where(source, root, ['stages', i])}: stages[{i}] ('{st.id}'): {e}") from None
-        check = getattr(st, "check_paths", None)
-        if check is not None:
-            problem = check()
-            if problem:
-                raise RecipeError(f"{_where(source, root, ['stages', i])}: stages[{i}] ('{st.id}'): {problem}")
+                raise RecipeError(f"{where}: {e}") from None
+
+
+def _path_parts(key: str) -> list:
+    """'source.train' → ['source', 'train']; 'models[1]' → ['models', 1]."""
+    parts: list = []
+    for piece in re.findall(r"[^.\[\]]+|\[\d+\]", key):
+        parts.append(int(piece[1:-1]) if piece.startswith("[") else piece)
+    return parts
 
 
 def _format_validation(
@@ -220,6 +234,10 @@ def _format_validation(
         fields = _fields_at(cls, loc[:-1])
         bad = str(loc[-1])
         hint = did_you_mean(bad, fields)
+        moved = _moved_field(cls, loc[:-1], bad)
+        if moved:
+            return (f"{where}: {key_path}{label}: '{bad}' is now set in the `{moved}:` block. Write it as "
+                    f"`{moved}: {{{bad}: ...}}` (did you mean '{moved}.{bad}'?).")
         return (
             f"{where}: {key_path}{label}: unknown key '{bad}'{hint}. "
             f"Allowed keys here: {', '.join(sorted(fields))}."
@@ -231,6 +249,16 @@ def _format_validation(
     return f"{where}: {key_path}{label}: {first['msg']} (got {shown}). Fix the value (see `llmopt stages`)."
 
 
+def _moved_field(cls: type[BaseModel], loc: list, bad: str) -> str | None:
+    """The nested block (train:, kd:) of this stage that has a field named `bad`, if any."""
+    for m in _models_at(cls, loc):
+        for name, info in m.model_fields.items():
+            for sub in _models_in(info.annotation):
+                if name in ("train", "kd") and bad in sub.model_fields:
+                    return name
+    return None
+
+
 def _is_union_tag(p: Any) -> bool:
     # pydantic puts the union member's name in the location, e.g. 'BuiltinSource' or 'str'
     return isinstance(p, str) and (p[:1].isupper() or p in ("str", "int", "float", "list[str]", "dict"))
@@ -238,6 +266,13 @@ def _is_union_tag(p: Any) -> bool:
 
 def _fields_at(cls: type[BaseModel], loc: list) -> list[str]:
     """Field names of the model(s) reachable from `cls` by `loc`, for did-you-mean."""
+    names: set[str] = set()
+    for m in _models_at(cls, loc):
+        names.update(m.model_fields)
+    return sorted(names)
+
+
+def _models_at(cls: type[BaseModel], loc: list) -> list[type[BaseModel]]:
     models: list[type] = [cls]
     for part in loc:
         nxt: list[type] = []
@@ -248,11 +283,7 @@ def _fields_at(cls: type[BaseModel], loc: list) -> list[str]:
             if isinstance(m, type) and issubclass(m, BaseModel) and part in m.model_fields:
                 nxt.extend(_models_in(m.model_fields[part].annotation))
         models = nxt
-    names: set[str] = set()
-    for m in models:
-        if isinstance(m, type) and issubclass(m, BaseModel):
-            names.update(m.model_fields)
-    return sorted(names)
+    return [m for m in models if isinstance(m, type) and issubclass(m, BaseModel)]
 
 
 def _models_in(ann: Any) -> list[type]:
@@ -293,10 +324,3 @@ def _line_of(node: yaml.Node | None, path: list) -> int | None:
             line = child.start_mark.line + 1
         node = child
     return line
-
-
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def safe_name(name: str) -> str:
-    return _SAFE_NAME.sub("-", name).strip("-") or "run"

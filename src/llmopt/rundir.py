@@ -50,9 +50,10 @@ def stage_dir(run_dir: Path, index: int, stage_id: str) -> Path:
     return Path(run_dir) / "stages" / f"{index:02d}-{stage_id}"
 
 
-def fingerprint(config: dict[str, Any], seed: int, deps: dict[str, str]) -> str:
-    """What a stage's result depends on: its resolved config, the seed, its inputs' fingerprints."""
-    blob = json.dumps({"config": config, "seed": seed, "deps": deps}, sort_keys=True)
+def fingerprint(config: dict[str, Any], seed: int, deps: dict[str, str], files: dict[str, str] | None = None) -> str:
+    """What a stage's result depends on: its resolved config, the seed, the fingerprints of the stages it reads,
+    and the sha256 of the files and model folders it reads."""
+    blob = json.dumps({"config": config, "seed": seed, "deps": deps, "files": files or {}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -177,3 +178,16 @@ def _alive(pid: int) -> bool:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def stage_metrics(run_dir: Path) -> list[tuple[str, str, dict]]:
+    """(id, type, metrics) of every finished stage in the run directory, in order."""
+    out = []
+    root = Path(run_dir) / "stages"
+    if not root.is_dir():
+        raise RunDirError(f"{run_dir}: no stages/ folder; is this a run directory?")
+    for sdir in sorted(root.iterdir()):
+        if (sdir / "DONE").is_file() and (sdir / "metrics.json").is_file():
+            conf = read_json(sdir / "config.json")
+            out.append((conf["id"], conf["type"], read_json(sdir / "metrics.json")))
+    return out

@@ -9,11 +9,12 @@ from tests.conftest import make_rows, write_jsonl
 
 
 def test_compression_chain_end_to_end(tmp_path: Path, tiny_bert: Path):
-    from llmopt.pipeline import run_recipe, stage_metrics
+    from llmopt.pipeline import run_recipe
+    from llmopt.rundir import stage_metrics
 
     data = write_jsonl(tmp_path / "rows.jsonl", make_rows(80))
     recipe = tmp_path / "chain.yaml"
-    quick = "max_steps: 3\n    batch_size: 16\n    max_length: 32\n    logging_steps: 1"
+    quick = "train: {max_steps: 3, batch_size: 16, max_length: 32, logging_steps: 1}"
     recipe.write_text(f"""\
 version: 1
 name: chain

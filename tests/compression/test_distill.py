@@ -9,13 +9,14 @@ import pytest
 
 from tests.compression.conftest import make_ctx
 
-QUICK = dict(max_steps=4, batch_size=8, epochs=1, max_length=32, logging_steps=1, early_stopping_patience=None)
+QUICK = dict(train=dict(max_steps=4, batch_size=8, epochs=1, max_length=32, logging_steps=1,
+                        early_stopping_patience=None))
 
 
 def test_kd_loss_matches_hand_computed_value():
     import torch
 
-    from llmopt.compression.distillation import kd_loss
+    from llmopt.training.losses import kd_loss
 
     s, t, y = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0])
     # T=2: p_s = softmax([.5, 0]), p_t = softmax([0, .5]) = p_s reversed, so

@@ -27,7 +27,7 @@ def test_structured_prune_stage_shrinks_shapes_and_reloads(tmp_path, tiny_teache
 
     ctx = make_ctx(tmp_path, "01-prune", {"data": data_stage})
     m = run(PruneConfig(id="prune", model=str(tiny_teacher), keep_layers=1, ffn_keep=0.5, vocab_trim=True,
-                        recover=False, max_length=32), ctx).metrics
+                        recover=False, train={"max_length": 32}), ctx).metrics
     folder = ctx.out_dir / "model"
     cfg = json.loads((folder / "config.json").read_text())
     assert (cfg["num_hidden_layers"], cfg["intermediate_size"]) == (1, 32)
@@ -115,7 +115,7 @@ def test_unstructured_prune_reaches_target_sparsity_and_says_file_is_not_smaller
 
     ctx = make_ctx(tmp_path, "01-prune", {"data": data_stage})
     m = run(PruneConfig(id="prune", model=str(tiny_teacher), teacher=str(tiny_teacher), sparsity=0.6,
-                        sparsity_every=2, max_steps=8, batch_size=8, max_length=32, logging_steps=2), ctx).metrics
+                        sparsity_every=2, train=dict(max_steps=8, batch_size=8, max_length=32, logging_steps=2)), ctx).metrics
     assert m["measured_sparsity"] == pytest.approx(0.6, abs=0.01)
     assert [t for _, t in m["sparsity_schedule"]][-1] == pytest.approx(0.6)
     assert m["weights_bytes_after"] >= 0.99 * m["weights_bytes_before"]

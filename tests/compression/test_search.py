@@ -51,8 +51,8 @@ def test_search_resumes_finished_candidates(tmp_path, tiny_teacher, data_stage, 
     from llmopt.stages.search import SearchConfig, run
 
     cfg = SearchConfig(id="search", teacher=str(tiny_teacher), space={"layers": [1], "ffn_keep": [1.0, 0.5],
-                       "vocab_trim": [True], "scheme": ["dynamic_int8"]}, max_steps=2, batch_size=8,
-                       max_length=32, latency_runs=10, warmup=2, early_stopping_patience=None)
+                       "vocab_trim": [True], "scheme": ["dynamic_int8"]}, latency_runs=10, warmup=2,
+                       train={"max_steps": 2, "batch_size": 8, "max_length": 32, "early_stopping_patience": None})
     ctx = make_ctx(tmp_path, "01-search", {"data": data_stage})
     first = run(cfg, ctx).metrics
     names = set(first["candidates"])
@@ -61,12 +61,14 @@ def test_search_resumes_finished_candidates(tmp_path, tiny_teacher, data_stage, 
     assert (ctx.out_dir / "model" / "model.onnx").is_file()
     assert set(first["pareto"]) <= names and first["pareto"]
     assert "noisy" in first["note"]  # 24 dev rows cannot resolve a 1% tolerance
-    from llmopt.report.render import build_report
+    from llmopt.report.render import Doc
+    from llmopt.stages import STAGES
 
-    paths = build_report(tmp_path, [("search", "search", first)], tmp_path / "report")
-    md = Path(paths["markdown"]).read_text()
+    doc = Doc()
+    STAGES["search"].section("search", first, doc)
+    md = doc.markdown()
     assert "Accuracy-budget search (search)" in md and first["chosen"] in md
-    assert paths["figures"] == ["search-pareto.svg"]
+    assert list(doc.figures) == ["search-pareto.svg"]
 
     # interrupted after the first candidate: its result stays, the second is redone from its saved student
     (ctx.stage_dir / "candidates" / "L1-ffn50-trim-dynamic_int8.json").unlink()

@@ -18,27 +18,30 @@ stages:
   - id: teacher
     type: finetune
     model: {builtin: minilm}
-    learning_rate: 1.0e-4
-    epochs: 3
-    batch_size: 16
-    max_length: 64
+    train:
+      learning_rate: 1.0e-4
+      epochs: 3
+      batch_size: 16
+      max_length: 64
   - {id: teacher_int8, type: quantize, model: teacher, max_length: 64}
   - id: student
     type: distill
     teacher: teacher
     layers: [0, 2, 4]
-    epochs: 2
-    batch_size: 16
-    max_length: 64
+    train:
+      epochs: 2
+      batch_size: 16
+      max_length: 64
   - id: small
     type: prune
     model: student
     teacher: teacher
     ffn_keep: 0.5
     vocab_trim: true
-    epochs: 1
-    batch_size: 16
-    max_length: 64
+    train:
+      epochs: 1
+      batch_size: 16
+      max_length: 64
   - {id: small_int8, type: quantize, model: small, max_length: 64}
   - id: evaluate
     type: evaluate
@@ -51,7 +54,8 @@ stages:
 
 @pytest.mark.slow
 def test_minilm_compression_chain_is_smaller_faster_and_still_learns(tmp_path):
-    from llmopt.pipeline import run_recipe, stage_metrics
+    from llmopt.pipeline import run_recipe
+    from llmopt.rundir import stage_metrics
 
     recipe = tmp_path / "slow.yaml"
     recipe.write_text(RECIPE)

@@ -20,11 +20,12 @@ stages:
   - id: finetune
     type: finetune
     model: {model}
-    epochs: 3
-    batch_size: 16
-    learning_rate: 1.0e-3
-    max_length: 32
-    early_stopping_patience: null
+    train:
+      epochs: 3
+      batch_size: 16
+      learning_rate: 1.0e-3
+      max_length: 32
+      early_stopping_patience: null
   - id: quantize
     type: quantize
     model: finetune
@@ -151,6 +152,6 @@ def test_second_run_on_same_dir_is_refused(tmp_path, tiny_bert):
     out = run_cli(["run", str(recipe), "--resume", str(run_dir)])
     assert out.returncode == 2 and "another llmopt run" in out.stderr and "Traceback" not in out.stderr
     (run_dir / ".lock").write_text("999999999")  # its owner is dead: taken over
-    out = run_cli(["run", str(recipe), "--resume", str(run_dir), "stages.finetune.epochs=1"])
+    out = run_cli(["run", str(recipe), "--resume", str(run_dir), "stages.finetune.train.epochs=1"])
     assert out.returncode == 0, out.stderr
     assert not (run_dir / ".lock").exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llmopt.errors import ModelError
+from llmopt.errors import LlmoptError, ModelError
 from llmopt.pipeline import run_recipe
 from tests.conftest import make_rows, write_jsonl
 
@@ -32,7 +32,7 @@ def _recipe(tmp_path: Path, data: Path, model: Path) -> Path:
     p.write_text(
         "version: 1\nname: sec\nthreads: 1\nstages:\n"
         f"  - {{id: data, type: data, source: {{path: {data}}}}}\n"
-        f"  - {{id: ft, type: finetune, model: {model}, epochs: 1, batch_size: 16, max_length: 32}}\n"
+        f"  - {{id: ft, type: finetune, model: {model}, train: {{epochs: 1, batch_size: 16, max_length: 32}}}}\n"
     )
     return p
 
@@ -40,7 +40,7 @@ def _recipe(tmp_path: Path, data: Path, model: Path) -> Path:
 def test_pickle_weights_refused_without_flag_and_loaded_weights_only_with_it(tmp_path, tiny_bert, tiny_data):
     folder = _pickle_model(tmp_path, tiny_bert)
     recipe = _recipe(tmp_path, tiny_data, folder)
-    with pytest.raises(ModelError, match=r"pickle format \(pytorch_model.bin\).*--allow-pickle"):
+    with pytest.raises(LlmoptError, match=r"pickle format \(pytorch_model.bin\).*--allow-pickle"):
         run_recipe(recipe, runs_root=tmp_path / "runs")
     run_dir = run_recipe(recipe, runs_root=tmp_path / "runs", allow_pickle=True)
     assert (run_dir / "stages/01-ft/artifacts/model/model.safetensors").is_file()
@@ -51,7 +51,7 @@ def test_allow_pickle_reaches_every_stage_that_loads_a_model(tmp_path, tiny_bert
     config = json.loads((folder / "config.json").read_text())  # a teacher for this data: its labels
     config["id2label"], config["label2id"] = {"0": "negative", "1": "positive"}, {"negative": 0, "positive": 1}
     (folder / "config.json").write_text(json.dumps(config))
-    quick = "max_steps: 2, batch_size: 16, max_length: 32"
+    quick = "train: {max_steps: 2, batch_size: 16, max_length: 32}"
     recipe = tmp_path / "compress.yaml"
     recipe.write_text(
         "version: 1\nname: secc\nthreads: 1\nstages:\n"
@@ -60,7 +60,7 @@ def test_allow_pickle_reaches_every_stage_that_loads_a_model(tmp_path, tiny_bert
         f"  - {{id: pruned, type: prune, model: {folder}, ffn_keep: 0.5}}\n"
         f"  - {{id: int8, type: quantize, model: {folder}, max_length: 32}}\n"
     )
-    with pytest.raises(ModelError, match=r"--allow-pickle"):
+    with pytest.raises(LlmoptError, match=r"--allow-pickle"):
         run_recipe(recipe, runs_root=tmp_path / "runs")
     run_dir = run_recipe(recipe, runs_root=tmp_path / "runs", allow_pickle=True)
     for stage in ("01-student", "02-pruned", "03-int8"):
@@ -129,7 +129,7 @@ def test_a_run_makes_no_network_connection(tmp_path, tiny_bert, tiny_data, monke
     p.write_text(
         "version: 1\nname: net\nthreads: 1\nstages:\n"
         f"  - {{id: data, type: data, source: {{path: {tiny_data}}}}}\n"
-        f"  - {{id: ft, type: finetune, model: {tiny_bert}, epochs: 1, batch_size: 16, max_length: 32}}\n"
+        f"  - {{id: ft, type: finetune, model: {tiny_bert}, train: {{epochs: 1, batch_size: 16, max_length: 32}}}}\n"
         "  - {id: ev, type: evaluate, models: [ft], latency_runs: 10, warmup: 1, throughput_batches: 1}\n"
         "  - {id: report, type: report}\n"
     )

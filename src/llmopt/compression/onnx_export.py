@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from llmopt.compression.schemes import SCHEMES
 from llmopt.errors import ModelError
 
-SCHEMES = ("fp32", "dynamic_int8", "static_int8", "weight_only_int8", "weight_only_int4")
 META = "onnx_model.json"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model")
 
@@ -159,26 +159,48 @@ def onnx_params(path: Path) -> int:
     return int(sum(int(np.prod(t.dims)) for t in m.graph.initializer))
 
 
+def export_variants(src: Path, work: Path, schemes: list[str], *, calibration: list[str] | None = None,
+                    max_length: int = 128, fuse: bool = True, allow_pickle: bool = False) -> dict[str, Path | str]:
+    """Export `src` once and write one ONNX model folder per scheme under `work`: {scheme: folder, or the error}.
+
+    Static int8 is calibrated on the unfused graph (its QDQ pass does not know ORT's fused ops); the others
+    start from the fused fp32 graph. One failing scheme does not stop the rest."""
+    from llmopt.models import load_tokenizer
+
+    work = Path(work)
+    meta = export_fp32(src, work / "fp32", allow_pickle=allow_pickle)
+    shutil.copyfile(work / "fp32" / "model.onnx", work / "unfused.onnx")
+    fused = optimize(work / "fp32" / "model.onnx", meta) if fuse else False
+    tok = load_tokenizer(src)
+    out: dict[str, Path | str] = {}
+    for scheme in dict.fromkeys(schemes):
+        folder = work / f"scheme-{scheme}"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(work / "fp32", folder, ignore=shutil.ignore_patterns("model.onnx"))
+        base = work / ("unfused.onnx" if scheme == "static_int8" else "fp32/model.onnx")
+        try:
+            quantize(base, folder / "model.onnx", scheme, meta, tok, calibration, max_length)
+        except Exception as e:  # noqa: BLE001 - reported per scheme; `auto` goes on with the others
+            out[scheme] = f"{type(e).__name__}: {e}"
+            continue
+        write_meta(folder, {**meta, "scheme": scheme, "fused": fused, "source": str(src)})
+        out[scheme] = folder
+    return out
+
+
 def build_onnx_model(src: Path, dest: Path, scheme: str, calibration: list[str] | None = None,
                      max_length: int = 128, fuse: bool = True) -> dict[str, Any]:
     """src (safetensors folder) → dest folder with model.onnx in `scheme`, tokenizer, config and meta."""
     import tempfile
 
     from llmopt.fsutil import atomic_replace_dir
-    from llmopt.models import load_tokenizer
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        work = Path(tmp)
-        meta = export_fp32(src, work / "fp32")
-        shutil.copyfile(work / "fp32" / "model.onnx", work / "unfused.onnx")
-        fused = optimize(work / "fp32" / "model.onnx", meta) if fuse else False
-        out = work / "out"
-        shutil.copytree(work / "fp32", out, ignore=shutil.ignore_patterns("model.onnx"))
-        base = work / ("unfused.onnx" if scheme == "static_int8" else "fp32/model.onnx")
-        quantize(base, out / "model.onnx", scheme, meta, load_tokenizer(src), calibration, max_length)
-        meta = {**meta, "scheme": scheme, "fused": fused, "source": str(src)}
-        write_meta(out, meta)
-        atomic_replace_dir(out, dest)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".onnx-") as tmp:
+        got = export_variants(src, Path(tmp), [scheme], calibration=calibration, max_length=max_length, fuse=fuse)
+        if isinstance(got[scheme], str):
+            raise ModelError(f"{src}: ONNX {scheme} export failed: {got[scheme]}")
+        meta = read_meta(got[scheme])
+        atomic_replace_dir(got[scheme], dest)
     return meta

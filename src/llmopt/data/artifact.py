@@ -18,6 +18,9 @@ class LabelledData:
     def split(self, name: str) -> list[dict]:
         return {"train": self.train, "dev": self.dev, "test": self.test}[name]
 
+    def texts(self, name: str) -> list[str]:
+        return [r["text"] for r in self.split(name)]
+
     def ids(self, rows: list[dict]) -> list[int]:
         index = {lab: i for i, lab in enumerate(self.labels)}
         return [index[r["label"]] for r in rows]

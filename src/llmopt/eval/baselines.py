@@ -10,9 +10,6 @@ import numpy as np
 
 from llmopt.fsutil import atomic_write_text
 
-BASELINES = ("majority", "tfidf")
-
-
 class MajorityBaseline:
     """Always predicts the most frequent train label."""
 

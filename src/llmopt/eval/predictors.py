@@ -63,7 +63,6 @@ class HFClassifier:
         self.max_length = max_length
         self.encode = Encoder(self.tokenizer, max_length)
         self.params = int(sum(p.numel() for p in self.model.parameters()))
-        self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         enc = {k: self.torch.from_numpy(v) for k, v in self.encode(texts).items()}
@@ -88,8 +87,6 @@ class OrtClassifier:
     """An exported classifier (model.onnx) in ONNX Runtime on CPU, tokenization included."""
 
     def __init__(self, folder: Path, max_length: int = 128, threads: int = 1) -> None:
-        import json
-
         import onnxruntime as ort
 
         from llmopt.compression.onnx_export import check_onnx_dir, onnx_params, read_meta
@@ -108,8 +105,6 @@ class OrtClassifier:
         meta = read_meta(folder)
         self.runtime = f"onnxruntime-{meta.get('scheme', 'onnx')}"
         self.params = int(meta.get("params") or onnx_params(folder / "model.onnx"))
-        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        self.id2label = {int(k): v for k, v in cfg["id2label"].items()}
 
     def logits(self, texts: list[str]) -> np.ndarray:
         enc = self.encode(texts)

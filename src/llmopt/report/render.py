@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from llmopt.fsutil import atomic_write_text, read_json
-from llmopt.report import plots
 
 
 def _pct(v: float | None) -> str:
@@ -64,11 +63,37 @@ def results_rows(ev: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def training_section(sid: str, m: dict, doc: "Doc") -> None:
+    """What every training stage reports: steps, time, resume, how much of each text max_length kept, the curve."""
+    from llmopt.report import plots
+
+    if m.get("global_steps") is None:
+        return
+    cov = m.get("train_coverage") or {}
+    resumed = (f" Resumed from the checkpoint at step {m['resumed_at_step']}; {m['steps_trained_now']} steps trained "
+               "after the interruption." if m.get("resumed_at_step") else "")
+    doc.p(f"Training: {m['global_steps']} steps over {_num(m.get('epochs_run'), '{:.2f}')} epochs "
+          f"({_num(m.get('train_runtime_s'), '{:.0f}')} s, {_num(m.get('train_samples_per_second'), '{:.1f}')} "
+          f"samples/s), max_length {m.get('max_length')} ({m.get('truncation', 'right')} truncation)." + resumed)
+    if cov.get("rows"):
+        text = (f"max_length {cov['max_length']} keeps {_pct(cov['mean_share_tokens_kept'])}% of the average train "
+                f"text's tokens; {_pct(cov['share_rows_cut'])}% of train texts are cut (median length "
+                f"{cov['length_p50']:.0f} tokens, 95th percentile {cov['length_p95']:.0f}).")
+        if cov["share_rows_cut"] > 0.5:
+            text = ("Warning: most train texts are cut. " + text + " Raise max_length, use max_length: auto, or "
+                    "truncation: head_tail.")
+        doc.p(text)
+    if m.get("history"):
+        name = f"{sid}-training-curve.svg"
+        doc.figure(name, plots.training_curve(m["history"]), f"Training loss, dev loss and dev macro-F1 ({sid})")
+
+
 class Doc:
     """Collects sections once and renders them both as Markdown and as HTML (all text escaped)."""
 
     def __init__(self) -> None:
         self.parts: list[tuple[str, Any]] = []
+        self.figures: dict[str, str] = {}  # file name → SVG text, written beside the report
 
     def h(self, level: int, text: str) -> None:
         self.parts.append(("h", (level, text)))
@@ -80,6 +105,7 @@ class Doc:
         self.parts.append(("table", (head, rows)))
 
     def figure(self, name: str, svg: str, caption: str) -> None:
+        self.figures[name] = svg
         self.parts.append(("fig", (name, svg, caption)))
 
     def markdown(self) -> str:
@@ -128,83 +154,20 @@ class Doc:
         )
 
 
-def build_report(run_dir: Path, stages: list[tuple[str, str, dict]], out_dir: Path) -> dict[str, str]:
-    """Write report.md, report.html and the plot SVGs into `out_dir`; return their paths."""
+def build_report(run_dir: Path) -> dict[str, Any]:
+    """Write report.md, report.html and the plot SVGs into run_dir/report from the finished stages' metrics."""
+    from llmopt.rundir import stage_metrics
+    from llmopt.stages import STAGES
+
     run_dir = Path(run_dir)
+    stages = stage_metrics(run_dir)
+    out_dir = run_dir / "report"
     manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
     doc = Doc()
     doc.h(1, f"llmopt report — {run_dir.parent.name}")
     doc.p(f"Run directory: {run_dir}. Every figure below is read from the stages' metrics.json files.")
-    figures: dict[str, str] = {}
-
     for sid, stype, m in stages:
-        if stype == "data":
-            doc.h(2, f"Data ({sid})")
-            doc.p(f"Source: {m['source']}. Labels: {', '.join(m['labels'])}.")
-            doc.table(["split", "rows", *m["labels"]],
-                      [[s, str(n), *(str(m["label_counts"][s].get(lab, 0)) for lab in m["labels"])]
-                       for s, n in m["rows"].items()])
-        elif stype == "finetune":
-            doc.h(2, f"Fine-tuning ({sid})")
-            doc.p(
-                f"Base model: {m['base_model']}. {m['n_train']} train / {m['n_dev']} dev rows; "
-                f"{m['global_steps']} steps over {m['epochs_run']:.2f} epochs "
-                f"({_num(m.get('train_runtime_s'), '{:.0f}')} s, {_num(m.get('train_samples_per_second'), '{:.1f}')} samples/s). "
-                f"Best dev checkpoint: macro-F1 {_pct(m['dev_macro_f1'])}%, accuracy {_pct(m['dev_accuracy'])}%."
-            )
-            if m.get("history"):
-                name = f"{sid}-training-curve.svg"
-                figures[name] = plots.training_curve(m["history"])
-                doc.figure(name, figures[name], f"Training loss, dev loss and dev macro-F1 ({sid})")
-        elif stype == "search":
-            doc.h(2, f"Accuracy-budget search ({sid})")
-            t = m["teacher_dev"]
-            doc.p(
-                f"Teacher dev accuracy {_pct(t['accuracy'])}%; tolerance: {m['drop']} drop {m['max_drop']:g} "
-                f"(at least {_pct(m['min_dev_accuracy'])}%). Objective: {m['objective']}. Chosen: {m['chosen']} "
-                f"({m['choice']}). Candidates slower or larger than the teacher are flagged and never chosen."
-                + (f" Time budget ran out; not tried: {', '.join(m['skipped_for_time'])}." if m["skipped_for_time"] else "")
-            )
-            if m.get("note"):
-                doc.p(f"Note: {m['note']}.")
-            if m.get("chosen_test"):
-                ct = m["chosen_test"]
-                doc.p(f"Chosen model, once on test (n = {ct['n']}): accuracy {_pct(ct['accuracy'])}%{_ci(ct['accuracy_ci'])}, "
-                      f"macro-F1 {_pct(ct['macro_f1'])}%{_ci(ct['macro_f1_ci'])}.")
-            head = ["candidate", "dev acc % [95% CI]", "p50 ms", "size MB", "params", "gate", "within tolerance", "Pareto"]
-            rows = [[n, _pct(c["accuracy"]) + _ci(c["accuracy_ci"]), _num(c["latency_b1_p50_ms"]),
-                     _num(c["size_bytes"] / 2**20), f"{c['params']:,}",
-                     "passed" if c["gate"]["passed"] else f"flagged: {c['gate']['flag']}",
-                     "yes" if c["within_tolerance"] else "no", "yes" if n in m["pareto"] else ""]
-                    for n, c in m["candidates"].items()]
-            doc.table(head, rows)
-            if m["candidates"]:
-                name = f"{sid}-pareto.svg"
-                figures[name] = plots.search_pareto(m["candidates"], t, m["pareto"], m["chosen"], m["min_dev_accuracy"])
-                doc.figure(name, figures[name], "Search candidates: dev accuracy against latency")
-        elif stype == "evaluate":
-            doc.h(2, f"Evaluation ({sid}) — {m['split']} split, n = {m['n']}")
-            doc.p(
-                f"Accuracy and macro-F1 with 95% bootstrap intervals; Δ is a paired bootstrap against "
-                f"'{m['reference']}' (two-sided p). Timing: {m['timing']}, {m['threads']} threads."
-            )
-            doc.table(*results_rows(m))
-            name = f"{sid}-accuracy-latency.svg"
-            figures[name] = plots.accuracy_vs_latency(m["models"])
-            doc.figure(name, figures[name], "Accuracy (95% CI) against batch-1 latency")
-            name = f"{sid}-size.svg"
-            figures[name] = plots.sizes(m["models"])
-            doc.figure(name, figures[name], "Size on disk")
-            doc.h(3, "Per-class results")
-            head = ["model", "class", "precision", "recall", "F1", "support"]
-            rows = [[n, lab, _pct(pc["precision"]), _pct(pc["recall"]), _pct(pc["f1"]), str(pc["support"])]
-                    for n, mm in m["models"].items() for lab, pc in mm["per_class"].items()]
-            doc.table(head, rows)
-            for n, mm in m["models"].items():
-                if mm["kind"] == "model" or n == m["reference"]:
-                    name = f"{sid}-confusion-{_slug(n)}.svg"
-                    figures[name] = plots.confusion_matrix(mm["confusion_matrix"], m["labels"], f"Confusion matrix: {n}")
-                    doc.figure(name, figures[name], f"Confusion matrix of {n} (rows true, columns predicted)")
+        STAGES[stype].section(sid, m, doc)
 
     doc.h(2, "Provenance")
     rows = [["created", str(manifest.get("created"))], ["git sha", str(manifest.get("git_sha"))],
@@ -219,12 +182,12 @@ def build_report(run_dir: Path, stages: list[tuple[str, str, dict]], out_dir: Pa
     from llmopt import faults
 
     faults.point("report.write")
-    for name, svg in figures.items():
+    for name, svg in doc.figures.items():
         atomic_write_text(out_dir / name, svg)
     atomic_write_text(out_dir / "report.md", doc.markdown())
     atomic_write_text(out_dir / "report.html", doc.html(f"llmopt report — {run_dir.parent.name}"))
     return {"markdown": str(out_dir / "report.md"), "html": str(out_dir / "report.html"),
-            "figures": sorted(figures)}
+            "figures": sorted(doc.figures)}
 
 
 def _slug(s: str) -> str:

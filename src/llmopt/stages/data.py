@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from llmopt.data.readers import Example, read_disk_splits, read_examples, read_rotten_tomatoes, rotten_tomatoes_path
+from llmopt.data.readers import Example, read_disk_splits, read_examples, read_rotten_tomatoes
 from llmopt.data.splits import check_splits, stratified_split, stratified_subsample
 from llmopt.fsutil import atomic_write_json, atomic_write_jsonl, sha256_file
-from llmopt.stages.base import StageConfig, StageContext, StageResult, Strict
+from llmopt.stages.base import InputFile, StageConfig, StageContext, StageResult, Strict
 
 SPLITS = ("train", "dev", "test")
 
@@ -21,10 +21,10 @@ class BuiltinSource(Strict):
 
 
 class FileSource(Strict):
-    path: str | None = Field(None, description="one file (split by the recipe) or a save_to_disk folder")
-    train: str | None = None
-    dev: str | None = None
-    test: str | None = None
+    path: InputFile | None = Field(None, description="one file (split by the recipe) or a save_to_disk folder")
+    train: InputFile | None = None
+    dev: InputFile | None = None
+    test: InputFile | None = None
     format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "disk"] = "auto"
     text_column: str = "text"
     label_column: str = "label"
@@ -55,21 +55,6 @@ class DataConfig(StageConfig):
     max_train_rows: int | None = Field(None, ge=2, description="stratified subsample of train (quick runs)")
     max_dev_rows: int | None = Field(None, ge=2)
     max_test_rows: int | None = Field(None, ge=2)
-
-    def check_paths(self) -> str | None:
-        if isinstance(self.source, FileSource):
-            for p in self.source.files():
-                if not Path(p).exists():
-                    return f"data file '{p}' not found (paths are relative to where you run llmopt)."
-        return None
-
-    def input_files(self) -> list[Path]:
-        if isinstance(self.source, BuiltinSource):
-            try:
-                return [rotten_tomatoes_path()]
-            except Exception:
-                return []
-        return [Path(p) for p in self.source.files()]
 
 
 def load_splits(cfg: DataConfig, seed: int) -> tuple[dict[str, list[Example]], str]:
@@ -114,6 +99,8 @@ def load_splits(cfg: DataConfig, seed: int) -> tuple[dict[str, list[Example]], s
 
 
 def run(cfg: DataConfig, ctx: StageContext) -> StageResult:
+    """Read the source, split it (stratified, seeded) where it has no dev/test, and write train/dev/test.jsonl and
+    labels.json to artifacts/."""
     from llmopt import faults
 
     faults.point("data.read")
@@ -128,6 +115,15 @@ def run(cfg: DataConfig, ctx: StageContext) -> StageResult:
         "labels": labels,
         "rows": {s: len(splits[s]) for s in SPLITS},
         "label_counts": {s: dict(sorted(Counter(ex.label for ex in splits[s]).items())) for s in SPLITS},
-        "input_files": {str(p): sha256_file(p) for p in cfg.input_files() if p.is_file()},
+        "input_files": {p: sha256_file(Path(p)) for p in cfg.inputs().files if Path(p).is_file()},
     }
     return StageResult(metrics)
+
+
+def section(sid: str, m: dict, doc: Any) -> None:
+    """Source, labels and rows per split."""
+    doc.h(2, f"Data ({sid})")
+    doc.p(f"Source: {m['source']}. Labels: {', '.join(m['labels'])}.")
+    doc.table(["split", "rows", *m["labels"]],
+              [[s, str(n), *(str(m["label_counts"][s].get(lab, 0)) for lab in m["labels"])]
+               for s, n in m["rows"].items()])

@@ -1,14 +1,15 @@
-"""distill stage: a smaller student trained on the teacher's cached logits (plus labels) with the HF Trainer."""
+"""distill stage: a smaller student trained on the teacher's cached logits (plus labels) by the one trainer."""
 
 from __future__ import annotations
 
-import random
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from llmopt.stages.base import StageConfig, StageContext, StageResult, Strict
+from llmopt.stages.base import (
+    InputFile, ModelRef, StageConfig, StageContext, StageRef, StageResult, Strict, model_ref_str,
+)
+from llmopt.training.config import KDConfig, TrainConfig
 
 
 class StudentShape(Strict):
@@ -20,47 +21,21 @@ class StudentShape(Strict):
     intermediate_size: int | None = Field(None, ge=8)
 
 
-class KDTraining(StageConfig):
-    """Trainer settings shared by the stages that train a compressed model (as in finetune) plus the KD loss."""
-
-    temperature: float = Field(2.0, gt=0)
-    alpha: float = Field(0.5, ge=0, le=1, description="weight of the KD term; 1 - alpha on cross-entropy")
-    learning_rate: float = Field(1e-4, gt=0)
-    epochs: float = Field(3, gt=0)
-    max_steps: int = -1
-    batch_size: int = Field(32, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    scheduler: Literal["linear", "cosine"] = "linear"
-    weight_decay: float = Field(0.01, ge=0)
-    early_stopping_patience: int | None = Field(2, ge=1)
-    metric_for_best: Literal["macro_f1", "accuracy", "loss"] = "macro_f1"
-    max_length: int = Field(128, ge=8)
-    save_total_limit: int = Field(2, ge=1)
-    group_by_length: bool = True
-    logging_steps: int = Field(10, ge=1)
-
-    def train_settings(self, seed: int):  # -> TrainSettings (imported lazily: it pulls numpy)
-        from llmopt.training.classification import TrainSettings
-
-        return TrainSettings(**{f: getattr(self, f) for f in TrainSettings.__dataclass_fields__ if f != "seed"},
-                             seed=seed)
-
-
-class DistillConfig(KDTraining):
+class DistillConfig(StageConfig):
     """Distil the teacher (earlier stage id or folder) into a student: teacher layers, k layers, a shape, or a model."""
 
     type: Literal["distill"] = "distill"
-    data: str = Field("data", description="id of the data stage (train split = transfer set)")
-    teacher: str = Field(description="earlier stage id or model folder")
+    data: StageRef = Field("data", description="data stage (train split = transfer set)")
+    teacher: ModelRef
     layers: list[int] | None = Field(None, description="copy these teacher layers (DistilBERT-style init)")
     num_layers: int | None = Field(None, ge=1, description="copy k evenly spaced teacher layers")
     student_config: StudentShape | None = Field(None, description="random init with this shape")
-    student_model: str | None = Field(None, description="another model folder/stage as student (own tokenizer)")
+    student_model: ModelRef | None = Field(None, description="another model as student (its own tokenizer)")
     hidden_loss_weight: float = Field(0.0, ge=0, description="MSE on mapped hidden states (teacher-layer students)")
-    extra_texts: list[str] = Field([], description="JSONL (text) or .txt files of unlabelled transfer text")
+    extra_texts: list[InputFile] = Field([], description="JSONL (text) or .txt files of unlabelled transfer text")
     augment_copies: int = Field(0, ge=0, description="word-dropout/swap copies of each train text, teacher-labelled")
+    kd: KDConfig = KDConfig()
+    train: TrainConfig = TrainConfig(learning_rate=1e-4)
 
     @model_validator(mode="after")
     def _one_student(self) -> "DistillConfig":
@@ -70,49 +45,31 @@ class DistillConfig(KDTraining):
                              + (f" (got {', '.join(given)})" if given else ""))
         return self
 
-    def model_refs(self) -> list[str]:
-        return [self.teacher] + ([self.student_model] if self.student_model else [])
-
-    def check_paths(self) -> str | None:
-        missing = [p for p in self.extra_texts if not Path(p).is_file()]
-        return f"extra_texts file '{missing[0]}' not found." if missing else None
-
-
-def augment(text: str, rng: random.Random) -> str:
-    """Drop ~10% of words and swap one neighbouring pair: a cheap, label-agnostic variant for the teacher to label."""
-    words = [w for w in text.split() if rng.random() > 0.1] or text.split()
-    if len(words) > 2:
-        i = rng.randrange(len(words) - 1)
-        words[i], words[i + 1] = words[i + 1], words[i]
-    return " ".join(words)
-
-
-def read_texts(path: Path) -> list[str]:
-    from llmopt.fsutil import read_jsonl
-
-    if path.suffix == ".jsonl":
-        return [r["text"] for r in read_jsonl(path)]
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
 
 def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
+    """Build the student, label the transfer set with the teacher once (cached), train the student with the KD
+    loss, and save it to artifacts/model."""
+    import random
+    from pathlib import Path
+
     from llmopt.compression.distillation import (
-        evenly_spaced, small_student, student_from_teacher, teacher_logits, train_distill,
+        evenly_spaced, read_transfer_texts, small_student, student_from_teacher, teacher_logits, word_dropout_swap,
     )
     from llmopt.data.artifact import load_data_artifact
+    from llmopt.errors import ModelError, RecipeError
     from llmopt.fsutil import atomic_write_jsonl
-    from llmopt.models import load_classifier, load_tokenizer, save_model
+    from llmopt.models import display_path, load_classifier, load_tokenizer, save_model
     from llmopt.training.checkpoints import last_good_checkpoint
+    from llmopt.training.trainer import train_classifier
 
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
     t_dir = ctx.model_dir(cfg.teacher)
     teacher = load_classifier(t_dir, allow_pickle=ctx.allow_pickle)
     teacher_params = int(sum(p.numel() for p in teacher.parameters()))
-    if list(teacher.config.id2label.values()) != data.labels:
-        from llmopt.errors import ModelError
-
-        raise ModelError(f"distill '{cfg.id}': teacher {t_dir} predicts {list(teacher.config.id2label.values())}, "
-                         f"the data has labels {data.labels}. Distil a teacher fine-tuned on this data.")
+    t_labels = list(teacher.config.id2label.values())
+    if t_labels != data.labels:
+        raise ModelError(f"distill '{cfg.id}': teacher {t_dir} predicts {t_labels}, the data has labels "
+                         f"{data.labels}. Distil a teacher fine-tuned on this data.")
     tokenizer, layers = load_tokenizer(t_dir), None
     if cfg.student_model:
         s_dir = ctx.model_dir(cfg.student_model)
@@ -125,51 +82,60 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
         student = student_from_teacher(teacher, layers)
 
     rng = random.Random(ctx.seed)
-    texts = [r["text"] for r in data.train]
-    labels = data.ids(data.train)
-    extra = [t for p in cfg.extra_texts for t in read_texts(Path(p))]
-    extra += [augment(t, rng) for _ in range(cfg.augment_copies) for t in texts]
+    texts, labels = data.texts("train"), data.ids(data.train)
+    extra = [t for p in cfg.extra_texts for t in read_transfer_texts(Path(p))]
+    extra += [word_dropout_swap(t, rng) for _ in range(cfg.augment_copies) for t in texts]
     all_texts, all_labels = texts + extra, labels + [-100] * len(extra)  # -100: no label, KD term only
-    logits = teacher_logits(t_dir, all_texts, cfg.max_length, ctx.stage_dir / "cache", allow_pickle=ctx.allow_pickle)
+    logits = teacher_logits(t_dir, all_texts, max_length=cfg.train.max_length, truncation=cfg.train.truncation,
+                            cache=ctx.stage_dir / "cache", allow_pickle=ctx.allow_pickle)
     teacher_train_acc = float((logits[: len(texts)].argmax(1) == labels).mean())
     hidden = None
     if cfg.hidden_loss_weight > 0:
-        if layers is None or cfg.student_model:
-            from llmopt.errors import RecipeError
-
+        if layers is None:
             raise RecipeError(f"distill '{cfg.id}': hidden_loss_weight needs a student made of teacher layers "
                               "(layers: or num_layers:), so hidden states line up. Set it to 0.")
         hidden = (teacher.eval(), layers, cfg.hidden_loss_weight)
     else:
         del teacher
-    settings = cfg.train_settings(ctx.seed)
-    trainer, train_metrics = train_distill(
-        student, tokenizer, (all_texts, all_labels), logits,
-        ([r["text"] for r in data.dev], data.ids(data.dev)), len(data.labels), settings, ctx.stage_dir,
-        last_good_checkpoint(ctx.stage_dir / "checkpoints"), cfg.temperature, cfg.alpha, hidden,
+    out = train_classifier(
+        student, tokenizer, train=(all_texts, all_labels), dev=(data.texts("dev"), data.ids(data.dev)),
+        num_labels=len(data.labels), cfg=cfg.train, seed=ctx.seed, work_dir=ctx.stage_dir,
+        resume_from=last_good_checkpoint(ctx.stage_dir / "checkpoints"), teacher_logits=logits, kd=cfg.kd,
+        hidden=hidden,
     )
-    dev = trainer.evaluate()
-    model = trainer.model
-    save_model(model, tokenizer, ctx.out_dir / "model")
-    history = trainer.state.log_history
-    atomic_write_jsonl(ctx.out_dir / "log_history.jsonl", history)
+    dev = out.trainer.evaluate()
+    save_model(out.model, tokenizer, ctx.out_dir / "model")
+    atomic_write_jsonl(ctx.out_dir / "log_history.jsonl", out.trainer.state.log_history)
     return StageResult({
-        "parent": cfg.teacher,
-        "teacher": str(t_dir),
+        **out.metrics,
+        "parent": model_ref_str(cfg.teacher),
+        "teacher": display_path(t_dir),
+        "student": ("model " + display_path(ctx.model_dir(cfg.student_model)) if cfg.student_model
+                    else "random init " + str(cfg.student_config.model_dump(exclude_none=True)) if cfg.student_config
+                    else f"teacher layers {layers}"),
         "student_layers": layers,
-        "student_params": int(sum(p.numel() for p in model.parameters())),
+        "student_params": int(sum(p.numel() for p in out.model.parameters())),
         "teacher_params": teacher_params,
         "transfer_rows": len(all_texts),
         "unlabelled_rows": len(extra),
         "teacher_train_accuracy": teacher_train_acc,
-        "temperature": cfg.temperature,
-        "alpha": cfg.alpha,
         "dev_accuracy": dev.get("eval_accuracy"),
         "dev_macro_f1": dev.get("eval_macro_f1"),
         "dev_loss": dev.get("eval_loss"),
-        "global_steps": trainer.state.global_step,
-        "epochs_run": max((h.get("epoch") or 0 for h in history), default=0),
-        "train_runtime_s": train_metrics.get("train_runtime"),
-        "train_samples_per_second": train_metrics.get("train_samples_per_second"),
-        "history": history,
     })
+
+
+def section(sid: str, m: dict, doc: Any) -> None:
+    """Teacher, student, transfer set, dev scores and the training curve."""
+    from llmopt.report.render import _num, _pct, training_section
+
+    doc.h(2, f"Distillation ({sid})")
+    kd = m.get("kd") or {}
+    doc.p(f"Teacher: {m['teacher']} ({m['teacher_params']:,} parameters). Student: {m['student']} "
+          f"({m['student_params']:,} parameters, {m['teacher_params'] / max(m['student_params'], 1):.1f}× fewer). "
+          f"Transfer set: {m['transfer_rows']:,} texts ({m['unlabelled_rows']:,} unlabelled); the teacher labels "
+          f"{_pct(m['teacher_train_accuracy'])}% of the labelled train rows correctly. Loss: "
+          f"{_num(kd.get('alpha'), '{:g}')}·T²·KL at T = {_num(kd.get('temperature'), '{:g}')} plus "
+          f"{_num(1 - kd['alpha'] if kd else None, '{:g}')}·cross-entropy. "
+          f"Dev: accuracy {_pct(m['dev_accuracy'])}%, macro-F1 {_pct(m['dev_macro_f1'])}%.")
+    training_section(sid, m, doc)

@@ -7,16 +7,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from llmopt.stages.base import StageConfig, StageContext, StageResult
+from llmopt.stages.base import ModelRef, StageConfig, StageContext, StageRef, StageResult, model_ref_str
 
 
 class EvaluateConfig(StageConfig):
     """Score models (earlier stage ids or model folders) and baselines on one split of the data stage."""
 
     type: Literal["evaluate"] = "evaluate"
-    data: str = Field("data", description="id of the data stage")
-    models: list[str] = Field(min_length=1, description="earlier stage ids or model folders")
-    reference: str | None = Field(None, description="model the others are tested against (default: first)")
+    data: StageRef = "data"
+    models: list[ModelRef] = Field(min_length=1, description="earlier stage ids or model folders")
+    reference: ModelRef | None = Field(None, description="model the others are tested against (default: first)")
     split: Literal["test", "dev"] = "test"
     baselines: list[Literal["majority", "tfidf"]] = ["majority", "tfidf"]
     bootstrap_resamples: int = Field(1000, ge=1000)
@@ -27,15 +27,16 @@ class EvaluateConfig(StageConfig):
     latency_runs: int = Field(200, ge=10)
     throughput_batches: int = Field(10, ge=1)
 
-    def model_refs(self) -> list[str]:
-        return list(self.models)
 
 
-def _entry_name(ref: str) -> str:
+def _entry_name(ref: object) -> str:
+    ref = model_ref_str(ref)
     return Path(ref).name if ("/" in ref or ref.startswith(".")) else ref
 
 
 def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
+    """Score every model and the baselines on one split: quality with intervals and a paired test against the
+    reference, speed and size by one harness, per-example predictions in artifacts/predictions/."""
     import numpy as np
 
     from llmopt.compression.gate import annotate_gates
@@ -91,19 +92,19 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
             ),
         )
 
-    base_dir = ctx.out_dir / "baselines"
+    baseline_dir = ctx.out_dir / "baselines"
     if "majority" in cfg.baselines:
         maj = MajorityBaseline(train_y, k)
-        maj.save(base_dir / "majority.json")
-        score("majority", "baseline", lambda: maj, base_dir / "majority.json", None)
+        maj.save(baseline_dir / "majority.json")
+        score("majority", "baseline", lambda: maj, baseline_dir / "majority.json", None)
     if "tfidf" in cfg.baselines:
         tf = TfidfBaseline(train_texts, train_y, k, ctx.seed)
-        tf.save(base_dir / "tfidf.json")
-        score("tfidf", "baseline", lambda: tf, base_dir / "tfidf.json", None)
+        tf.save(baseline_dir / "tfidf.json")
+        score("tfidf", "baseline", lambda: tf, baseline_dir / "tfidf.json", None)
 
     model_names = []
     for ref in cfg.models:
-        folder = resolve_model_ref(ref, ctx.stage_dirs)
+        folder = resolve_model_ref(model_ref_str(ref), ctx.stage_dirs)
         onnx = is_onnx_dir(folder)  # an exported model: model.onnx + tokenizer + config.json
         folder = check_onnx_dir(folder) if onnx else check_model_dir(folder, allow_pickle=ctx.allow_pickle)
         name = _entry_name(ref)
@@ -112,7 +113,7 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
               folder / "model.onnx" if onnx else folder)
         entries[name]["path"] = str(folder)
     # compressed models against their nearest evaluated ancestor, timed by the same harness here
-    annotate_gates(entries, {_entry_name(r): r for r in cfg.models}, ctx.stage_dirs)
+    annotate_gates(entries, {_entry_name(r): model_ref_str(r) for r in cfg.models}, ctx.stage_dirs)
 
     reference = _entry_name(cfg.reference) if cfg.reference else model_names[0]
     if reference not in entries:
@@ -135,3 +136,32 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
             "models": entries,
         }
     )
+
+
+def section(sid: str, m: dict, doc: Any) -> None:
+    """Quality with intervals, speed and size of every model and baseline; per-class results; confusion matrices."""
+    from llmopt.report import plots
+    from llmopt.report.render import _pct, _slug, results_rows
+
+    doc.h(2, f"Evaluation ({sid}) — {m['split']} split, n = {m['n']}")
+    doc.p(
+        f"Accuracy and macro-F1 with 95% bootstrap intervals; Δ is a paired bootstrap against "
+        f"'{m['reference']}' (two-sided p). Timing: {m['timing']}, {m['threads']} threads."
+    )
+    doc.table(*results_rows(m))
+    name = f"{sid}-accuracy-latency.svg"
+    svg = plots.accuracy_vs_latency(m["models"])
+    doc.figure(name, svg, "Accuracy (95% CI) against batch-1 latency")
+    name = f"{sid}-size.svg"
+    svg = plots.sizes(m["models"])
+    doc.figure(name, svg, "Size on disk")
+    doc.h(3, "Per-class results")
+    head = ["model", "class", "precision", "recall", "F1", "support"]
+    rows = [[n, lab, _pct(pc["precision"]), _pct(pc["recall"]), _pct(pc["f1"]), str(pc["support"])]
+            for n, mm in m["models"].items() for lab, pc in mm["per_class"].items()]
+    doc.table(head, rows)
+    for n, mm in m["models"].items():
+        if mm["kind"] == "model" or n == m["reference"]:
+            name = f"{sid}-confusion-{_slug(n)}.svg"
+            svg = plots.confusion_matrix(mm["confusion_matrix"], m["labels"], f"Confusion matrix: {n}")
+            doc.figure(name, svg, f"Confusion matrix of {n} (rows true, columns predicted)")

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from llmopt.stages.base import StageContext, StageResult
-from llmopt.stages.distill import KDTraining
+from llmopt.stages.base import ModelRef, StageConfig, StageContext, StageRef, StageResult, model_ref_str
+from llmopt.training.config import KDConfig, TrainConfig
 
 
-class PruneConfig(KDTraining):
+class PruneConfig(StageConfig):
     """Prune the model of an earlier stage; optionally recover with a short (distilled) fine-tune."""
 
     type: Literal["prune"] = "prune"
-    model: str = Field(description="earlier stage id or model folder to prune")
-    data: str = Field("data", description="id of the data stage")
-    teacher: str | None = Field(None, description="recovery distils from this model (logits cached); else labels only")
+    model: ModelRef = Field(description="earlier stage id or model folder to prune")
+    data: StageRef = "data"
+    teacher: ModelRef | None = Field(None, description="recovery distils from this model (logits cached); else labels only")
     keep_layers: int | None = Field(None, ge=1, description="drop the layers whose removal costs least dev loss")
     ffn_keep: float | None = Field(None, gt=0, le=1, description="share of FFN neurons kept per layer (by importance)")
     vocab_trim: bool = Field(False, description="keep only tokens used by `vocab_splits` (+ specials, characters)")
@@ -29,8 +29,8 @@ class PruneConfig(KDTraining):
     sparsity_every: int = Field(10, ge=1, description="steps between mask updates")
     importance_rows: int = Field(512, ge=8, description="train rows for gradient importance")
     recover: bool = Field(True, description="fine-tune after structured pruning (always on with sparsity)")
-    epochs: float = Field(1, gt=0)
-    learning_rate: float = Field(5e-5, gt=0)
+    kd: KDConfig = KDConfig()
+    train: TrainConfig = TrainConfig(learning_rate=5e-5, epochs=1)
 
     @model_validator(mode="after")
     def _something(self) -> "PruneConfig":
@@ -40,21 +40,22 @@ class PruneConfig(KDTraining):
             raise ValueError("sparsity_end must come after sparsity_start")
         return self
 
-    def model_refs(self) -> list[str]:
-        return [self.model] + ([self.teacher] if self.teacher else [])
 
 
 def run(cfg: PruneConfig, ctx: StageContext) -> StageResult:
+    """Remove layers / FFN neurons / unused vocabulary physically (or zero weights on a cubic schedule), recover
+    with the one trainer (distilled from `teacher` when given), and save the pruned model to artifacts/model."""
     import numpy as np
 
     from llmopt.compression import sparsity as sp
     from llmopt.compression import structured
-    from llmopt.compression.distillation import student_from_teacher, teacher_logits, train_distill
+    from llmopt.compression.distillation import student_from_teacher, teacher_logits
     from llmopt.compression.vocab import trim_vocab
     from llmopt.data.artifact import load_data_artifact
     from llmopt.fsutil import atomic_write_jsonl
     from llmopt.models import load_classifier, load_tokenizer, save_model, weights_size_bytes
     from llmopt.training.checkpoints import last_good_checkpoint
+    from llmopt.training.trainer import train_classifier
 
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
     src = ctx.model_dir(cfg.model)
@@ -64,16 +65,21 @@ def run(cfg: PruneConfig, ctx: StageContext) -> StageResult:
     dev_texts, dev_y = [r["text"] for r in data.dev], data.ids(data.dev)
     rng = np.random.default_rng(ctx.seed)
     sample = rng.permutation(len(texts))[: cfg.importance_rows]
-    m: dict = {"parent": cfg.model, "params_before": params_before, "config_before": _shape(model.config)}
+    from llmopt.training.tokenize import model_limit, resolve_max_length, token_lengths
+
+    auto = cfg.train.max_length == "auto"
+    max_length = resolve_max_length(cfg.train.max_length, token_lengths(tok, texts) if auto else None,
+                                    model_limit(tok, model.config))  # for importance scoring
+    m: dict = {"parent": model_ref_str(cfg.model), "params_before": params_before, "config_before": _shape(model.config)}
 
     if cfg.keep_layers or cfg.ffn_keep:
         heads, ffn = structured.importance(model, tok, [texts[i] for i in sample], [labels[i] for i in sample],
-                                           cfg.max_length)
+                                           max_length)
         m["head_importance"] = np.round(heads / max(heads.max(), 1e-12), 4).tolist()
         m["heads_note"] = ("heads are ranked (Michel et al. 2019) but not removed: transformers 5 has no "
                            "prune_heads/pruned_heads, and BertConfig cannot describe fewer heads of the same size")
         if cfg.keep_layers and cfg.keep_layers < model.config.num_hidden_layers:
-            losses = structured.layer_drop_losses(model, tok, dev_texts[:256], dev_y[:256], cfg.max_length)
+            losses = structured.layer_drop_losses(model, tok, dev_texts[:256], dev_y[:256], max_length)
             keep = structured.choose_layers(losses, cfg.keep_layers)
             model = student_from_teacher(model, keep)
             ffn = [ffn[i] for i in keep]
@@ -95,19 +101,19 @@ def run(cfg: PruneConfig, ctx: StageContext) -> StageResult:
         logits = None
         if cfg.teacher:
             t_dir = ctx.model_dir(cfg.teacher)
-            logits = teacher_logits(t_dir, texts, cfg.max_length, ctx.stage_dir / "cache", allow_pickle=ctx.allow_pickle)
-        trainer, tm = train_distill(model, tok, (texts, labels), logits, (dev_texts, dev_y), len(data.labels),
-                                    cfg.train_settings(ctx.seed), ctx.stage_dir,
-                                    last_good_checkpoint(ctx.stage_dir / "checkpoints"), cfg.temperature,
-                                    cfg.alpha, callbacks=callbacks, keep_best=pruner is None)
-        model = trainer.model
+            logits = teacher_logits(t_dir, texts, max_length=cfg.train.max_length, truncation=cfg.train.truncation,
+                                    cache=ctx.stage_dir / "cache", allow_pickle=ctx.allow_pickle)
+        out = train_classifier(
+            model, tok, train=(texts, labels), dev=(dev_texts, dev_y), num_labels=len(data.labels), cfg=cfg.train,
+            seed=ctx.seed, work_dir=ctx.stage_dir, resume_from=last_good_checkpoint(ctx.stage_dir / "checkpoints"),
+            teacher_logits=logits, kd=cfg.kd, callbacks=callbacks, keep_best=pruner is None,
+        )
+        model = out.model
         if pruner is not None:
             pruner.finalize(model)
-        atomic_write_jsonl(ctx.out_dir / "log_history.jsonl", trainer.state.log_history)
-        dev = trainer.evaluate()
-        m.update(dev_accuracy=dev.get("eval_accuracy"), dev_macro_f1=dev.get("eval_macro_f1"),
-                 global_steps=trainer.state.global_step, train_runtime_s=tm.get("train_runtime"),
-                 history=trainer.state.log_history)
+        atomic_write_jsonl(ctx.out_dir / "log_history.jsonl", out.trainer.state.log_history)
+        dev = out.trainer.evaluate()
+        m.update(out.metrics, dev_accuracy=dev.get("eval_accuracy"), dev_macro_f1=dev.get("eval_macro_f1"))
     if pruner is not None:
         m.update(target_sparsity=cfg.sparsity, measured_sparsity=sp.measured_sparsity(model),
                  sparsity_schedule=pruner.history)
@@ -132,3 +138,34 @@ def _zlib_size(folder) -> int:
     import zlib
 
     return sum(len(zlib.compress(p.read_bytes(), 6)) for p in folder.glob("*.safetensors"))
+
+
+def section(sid: str, m: dict, doc: Any) -> None:
+    """Shape before and after, what was removed and why, recovery training and its curve."""
+    from llmopt.report.render import _pct, training_section
+
+    doc.h(2, f"Pruning ({sid})")
+    b, a = m["config_before"], m["config_after"]
+    doc.table(["", "layers", "hidden", "heads", "FFN width", "vocabulary", "parameters", "weights MB"],
+              [["before", *(str(b[k]) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
+                                                "intermediate_size", "vocab_size")),
+                f"{m['params_before']:,}", f"{m['weights_bytes_before'] / 2**20:.1f}"],
+               ["after", *(str(a[k]) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
+                                               "intermediate_size", "vocab_size")),
+                f"{m['params_after']:,}", f"{m['weights_bytes_after'] / 2**20:.1f}"]])
+    said = []
+    if m.get("layers_kept") is not None:
+        said.append(f"Layers kept: {m['layers_kept']} (the ones whose removal cost most dev loss).")
+    if m.get("ffn_width"):
+        said.append(f"FFN neurons kept per layer: {m['ffn_width']} of {b['intermediate_size']}, by gradient importance.")
+    if m.get("vocab_after"):
+        said.append(f"Vocabulary trimmed to the tokens used by the {'/'.join(m.get('vocab_splits', []))} split(s).")
+    if m.get("heads_note"):
+        said.append(f"Attention heads: {m['heads_note']}.")
+    if m.get("target_sparsity"):
+        said.append(f"Unstructured sparsity: target {_pct(m['target_sparsity'])}%, measured "
+                    f"{_pct(m['measured_sparsity'])}%. {m.get('sparsity_note', '')}.")
+    if m.get("dev_accuracy") is not None:
+        said.append(f"After recovery: dev accuracy {_pct(m['dev_accuracy'])}%, macro-F1 {_pct(m['dev_macro_f1'])}%.")
+    doc.p(" ".join(said))
+    training_section(sid, m, doc)

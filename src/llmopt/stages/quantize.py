@@ -1,4 +1,4 @@
-"""quantize stage: export to ONNX, fuse for ONNX Runtime, quantize; the scheme is chosen by measured CPU speed."""
+"""quantize stage: export to ONNX, fuse for ONNX Runtime, quantize; `auto` keeps the fastest scheme that agrees."""
 
 from __future__ import annotations
 
@@ -6,17 +6,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from llmopt.stages.base import StageConfig, StageContext, StageResult
-
-Scheme = Literal["fp32", "dynamic_int8", "static_int8", "weight_only_int8", "weight_only_int4"]
+from llmopt.compression.schemes import Scheme
+from llmopt.stages.base import ModelRef, StageConfig, StageContext, StageRef, StageResult, model_ref_str
 
 
 class QuantizeConfig(StageConfig):
     """ONNX Runtime model of an earlier stage's model: fp32, int8 (dynamic/static) or weight-only int8/int4."""
 
     type: Literal["quantize"] = "quantize"
-    model: str = Field(description="earlier stage id or model folder (safetensors)")
-    data: str = Field("data", description="data stage: dev rows calibrate static int8 and check agreement")
+    model: ModelRef = Field(description="earlier stage id or model folder (safetensors)")
+    data: StageRef = Field("data", description="data stage: dev rows calibrate static int8 and check agreement")
     scheme: Scheme | Literal["auto"] = Field("dynamic_int8", description="auto: fastest of `candidates` that agrees")
     candidates: list[Scheme] = ["dynamic_int8", "static_int8", "weight_only_int8"]
     optimize: bool = Field(True, description="fuse attention/LayerNorm/GELU with ORT's transformer optimizer")
@@ -25,9 +24,6 @@ class QuantizeConfig(StageConfig):
     check_rows: int = Field(200, ge=10, description="dev rows compared with the fp32 export")
     min_agreement: float = Field(0.98, ge=0, le=1, description="auto: least share of dev predictions equal to fp32")
     latency_runs: int = Field(100, ge=10, description="auto: batch-1 runs timing each candidate")
-
-    def model_refs(self) -> list[str]:
-        return [self.model]
 
 
 def _check(pred: Any, ref_probs: Any, texts: list[str]) -> dict[str, float]:
@@ -41,77 +37,96 @@ def _check(pred: Any, ref_probs: Any, texts: list[str]) -> dict[str, float]:
 
 
 def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
+    """Export `cfg.model` to ONNX once, write each scheme (one, or every candidate for `auto`), check each against
+    the fp32 export on dev, and move the kept one to artifacts/model."""
     import shutil
 
-    from llmopt.compression.onnx_export import export_fp32, optimize, quantize, write_meta
+    from llmopt import faults
+    from llmopt.compression.onnx_export import export_variants, read_meta
     from llmopt.data.artifact import load_data_artifact
+    from llmopt.errors import ModelError
     from llmopt.eval.predictors import OrtClassifier, predict_all
     from llmopt.eval.speed import measure_speed
     from llmopt.fsutil import atomic_replace_dir
-    from llmopt.models import load_tokenizer, weights_size_bytes
+    from llmopt.models import weights_size_bytes
 
     src = ctx.model_dir(cfg.model)
-    data = load_data_artifact(ctx.artifacts_of(cfg.data))
-    dev = [r["text"] for r in data.dev]
-    check, calib = dev[: cfg.check_rows], dev[: cfg.calibration_rows]
+    dev = load_data_artifact(ctx.artifacts_of(cfg.data)).texts("dev")
+    check = dev[: cfg.check_rows]
     work = ctx.stage_dir / ".work.tmp"  # scratch: dot-named, so never taken for a result and swept after a crash
     shutil.rmtree(work, ignore_errors=True)
-    meta = export_fp32(src, work / "fp32", allow_pickle=ctx.allow_pickle)
-    shutil.copyfile(work / "fp32" / "model.onnx", work / "unfused.onnx")  # static int8 calibrates this one
-    fused = optimize(work / "fp32" / "model.onnx", meta) if cfg.optimize else False
-    tok = load_tokenizer(src)
-    fp32_probs = predict_all(OrtClassifier(work / "fp32", cfg.max_length, ctx.threads), check)
+    auto = cfg.scheme == "auto"
+    schemes = list(dict.fromkeys(["fp32", *(cfg.candidates if auto else [cfg.scheme])]))
+    built = export_variants(src, work, schemes, calibration=dev[: cfg.calibration_rows], max_length=cfg.max_length,
+                            fuse=cfg.optimize, allow_pickle=ctx.allow_pickle)
+    if isinstance(built["fp32"], str):
+        raise ModelError(f"quantize '{cfg.id}': the ONNX export of {src} failed: {built['fp32']}")
+    fp32_probs = predict_all(OrtClassifier(built["fp32"], cfg.max_length, ctx.threads), check)
 
-    schemes = list(dict.fromkeys(cfg.candidates)) if cfg.scheme == "auto" else [cfg.scheme]
     tried: dict[str, dict[str, Any]] = {}
-    for scheme in schemes:
-        folder = work / scheme
-        if scheme != "fp32":
-            shutil.copytree(work / "fp32", folder, ignore=shutil.ignore_patterns("model.onnx"))
-        try:
-            if scheme != "fp32":
-                base = work / ("unfused.onnx" if scheme == "static_int8" else "fp32/model.onnx")
-                quantize(base, folder / "model.onnx", scheme, meta, tok, calib, cfg.max_length)
-        except Exception as e:  # noqa: BLE001 - one failing scheme must not sink `auto`; it is reported
-            tried[scheme] = {"error": f"{type(e).__name__}: {e}"}
+    for scheme in (cfg.candidates if auto else [cfg.scheme]):
+        folder = built[scheme]
+        if isinstance(folder, str):
+            tried[scheme] = {"error": folder}
             continue
-        write_meta(folder, {**meta, "scheme": scheme, "fused": fused, "source": str(src)})
         pred = OrtClassifier(folder, cfg.max_length, ctx.threads)
         res = {**_check(pred, fp32_probs, check), "size_bytes": weights_size_bytes(folder / "model.onnx")}
-        if cfg.scheme == "auto":
+        if auto:
             res.update(measure_speed(pred.predict_proba, texts=check, threads=ctx.threads, warmup=10,
                                      latency_runs=cfg.latency_runs, throughput_batches=3))
         tried[scheme] = res
 
     ok = {s: r for s, r in tried.items() if "error" not in r}
     if not ok:
-        from llmopt.errors import ModelError
-
         raise ModelError(f"quantize '{cfg.id}': every scheme failed: {tried}. Try scheme: dynamic_int8.")
-    if cfg.scheme == "auto":
-        agreeing = {s: r for s, r in ok.items() if r["agreement_with_fp32"] >= cfg.min_agreement} or ok
-        chosen = min(agreeing, key=lambda s: agreeing[s]["latency_b1_p50_ms"])
+    if auto:
+        agreeing = {s: r for s, r in ok.items() if r["agreement_with_fp32"] >= cfg.min_agreement}
+        pool = agreeing or ok
+        chosen = min(pool, key=lambda s: pool[s]["latency_b1_p50_ms"])
+        why = (f"fastest at batch 1 of the schemes whose dev predictions agree with fp32 on ≥ "
+               f"{100 * cfg.min_agreement:.0f}% of {len(check)} rows" if agreeing else
+               f"no scheme reached {100 * cfg.min_agreement:.0f}% agreement with fp32; kept the fastest anyway")
     else:
-        chosen = schemes[0]
+        chosen, why = cfg.scheme, "the recipe's scheme"
     tmp = ctx.out_dir / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(work / chosen, tmp)
-    from llmopt import faults
-
+    shutil.copytree(built[chosen], tmp)
     faults.point("quantize.write")
     atomic_replace_dir(tmp, ctx.out_dir / "model")
     parent_bytes = weights_size_bytes(src)
+    meta = read_meta(ctx.out_dir / "model")
     shutil.rmtree(work, ignore_errors=True)
     return StageResult({
-        "parent": cfg.model,
+        "parent": model_ref_str(cfg.model),
         "scheme": chosen,
+        "choice": why,
         "runtime": f"onnxruntime-{chosen}",
-        "fused_for_ort": fused,
+        "fused_for_ort": meta.get("fused"),
         "params": meta["params"],
         "parent_weights_bytes": parent_bytes,
+        "fp32_onnx_bytes": weights_size_bytes(built["fp32"] / "model.onnx"),
         "weights_bytes": ok[chosen]["size_bytes"],
         "size_ratio_vs_parent": parent_bytes / ok[chosen]["size_bytes"],
         "agreement_with_fp32": ok[chosen]["agreement_with_fp32"],
         "check_rows": len(check),
         "candidates": tried,
     })
+
+
+def section(sid: str, m: dict, doc: Any) -> None:
+    """The scheme kept and why, with every candidate measured."""
+    from llmopt.report.render import _num, _pct
+
+    doc.h(2, f"Quantization ({sid})")
+    doc.p(f"ONNX Runtime export of {m['parent']} ({m['params']:,} parameters"
+          f"{', fused for ORT' if m.get('fused_for_ort') else ''}). Kept: {m['scheme']} — {m.get('choice', '')}. "
+          f"Weights {m['weights_bytes'] / 2**20:.2f} MB, {m['size_ratio_vs_parent']:.1f}× smaller than the parent; "
+          f"{_pct(m['agreement_with_fp32'])}% of {m['check_rows']} dev predictions equal the fp32 export's.")
+    rows = []
+    for s, r in m["candidates"].items():
+        if "error" in r:
+            rows.append([s, "failed: " + r["error"][:120], "", "", ""])
+        else:
+            rows.append([s, f"{r['size_bytes'] / 2**20:.2f}", _pct(r["agreement_with_fp32"]),
+                         _num(r.get("latency_b1_p50_ms")), "kept" if s == m["scheme"] else ""])
+    doc.table(["scheme", "size MB", "agreement with fp32 %", "p50 ms (b1)", ""], rows)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from llmopt.stages.base import StageConfig, StageContext, StageResult
 
@@ -14,9 +14,11 @@ class ReportConfig(StageConfig):
 
 
 def run(cfg: ReportConfig, ctx: StageContext) -> StageResult:
-    from llmopt.pipeline import stage_metrics
+    """Build the report from the metrics.json of every finished stage (the same as `llmopt report RUN_DIR`)."""
     from llmopt.report.render import build_report
 
-    paths = build_report(ctx.run_dir, stage_metrics(ctx.run_dir), ctx.run_dir / "report")
-    print(f"[llmopt] report: {paths['html']}", flush=True)
-    return StageResult(paths)
+    return StageResult(build_report(ctx.run_dir))
+
+
+def section(sid: str, m: dict, doc: Any) -> None:
+    """The report does not describe itself."""

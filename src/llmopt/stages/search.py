@@ -13,9 +13,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from llmopt.stages.base import StageContext, StageResult, Strict
-from llmopt.stages.distill import KDTraining
-from llmopt.stages.quantize import Scheme
+from llmopt.compression.schemes import Scheme
+from llmopt.stages.base import ModelRef, StageConfig, StageContext, StageRef, StageResult, Strict, model_ref_str
+from llmopt.training.config import KDConfig, TrainConfig
 
 
 class SearchSpace(Strict):
@@ -25,24 +25,22 @@ class SearchSpace(Strict):
     scheme: list[Scheme] = Field(["dynamic_int8"], min_length=1)
 
 
-class SearchConfig(KDTraining):
+class SearchConfig(StageConfig):
     """Search students of the teacher (depth × FFN width × vocabulary trim × quantization) under a dev-accuracy budget."""
 
     type: Literal["search"] = "search"
-    data: str = Field("data", description="id of the data stage")
-    teacher: str = Field(description="earlier stage id or model folder")
+    data: StageRef = "data"
+    teacher: ModelRef = Field(description="earlier stage id or model folder")
     max_drop: float = Field(0.01, ge=0, lt=1, description="allowed dev accuracy drop vs the teacher")
     drop: Literal["relative", "absolute"] = "relative"
     objective: Literal["latency", "size"] = "latency"
     time_budget_s: float = Field(1800, gt=0, description="no new candidate starts after this many seconds")
     space: SearchSpace = SearchSpace()
-    epochs: float = Field(2, gt=0)
     latency_runs: int = Field(100, ge=10)
     warmup: int = Field(10, ge=1)
     bootstrap_resamples: int = Field(1000, ge=100)
-
-    def model_refs(self) -> list[str]:
-        return [self.teacher]
+    kd: KDConfig = KDConfig()
+    train: TrainConfig = TrainConfig(learning_rate=1e-4, epochs=2)
 
 
 def _measure(pred: Any, texts: list[str], y: Any, labels: list[str], cfg: SearchConfig, ctx: StageContext) -> dict:
@@ -59,31 +57,35 @@ def _measure(pred: Any, texts: list[str], y: Any, labels: list[str], cfg: Search
 
 
 def _train_structure(c: dict, t_dir: Path, dest: Path, data: Any, logits: Any, cfg: SearchConfig,
-                     ctx: StageContext) -> None:
+                     ctx: StageContext, max_length: int) -> None:
     """Teacher layers → FFN pruning → vocabulary trimming → distillation; saved to dest (safetensors)."""
     import shutil
 
     from llmopt.compression import structured
-    from llmopt.compression.distillation import evenly_spaced, student_from_teacher, train_distill
+    from llmopt.compression.distillation import evenly_spaced, student_from_teacher
     from llmopt.compression.vocab import trim_vocab
     from llmopt.models import load_classifier, load_tokenizer, save_model
+    from llmopt.training.trainer import train_classifier
 
     teacher, tok = load_classifier(t_dir, allow_pickle=ctx.allow_pickle), load_tokenizer(t_dir)
     model = student_from_teacher(teacher, evenly_spaced(teacher.config.num_hidden_layers, c["layers"]))
     texts, labels = [r["text"] for r in data.train], data.ids(data.train)
     if c["ffn_keep"] < 1:
-        _, ffn = structured.importance(model, tok, texts[:512], labels[:512], cfg.max_length)
+        _, ffn = structured.importance(model, tok, texts[:512], labels[:512], max_length)
         structured.prune_ffn(model, max(1, int(round(c["ffn_keep"] * model.config.intermediate_size))), ffn)
     if c["vocab_trim"]:
         model, tok, _ = trim_vocab(model, tok, texts + [r["text"] for r in data.dev])
     work = dest.parent / f".train-{dest.name}"
-    trainer, _ = train_distill(model, tok, (texts, labels), logits, ([r["text"] for r in data.dev], data.ids(data.dev)),
-                               len(data.labels), cfg.train_settings(ctx.seed), work, None, cfg.temperature, cfg.alpha)
-    save_model(trainer.model, tok, dest)
+    out = train_classifier(model, tok, train=(texts, labels), dev=(data.texts("dev"), data.ids(data.dev)),
+                           num_labels=len(data.labels), cfg=cfg.train.model_copy(update={"max_length": max_length}),
+                           seed=ctx.seed, work_dir=work, teacher_logits=logits, kd=cfg.kd)
+    save_model(out.model, tok, dest)
     shutil.rmtree(work, ignore_errors=True)
 
 
 def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
+    """Measure the teacher on dev, then train, export and measure each candidate student (resumable, within the
+    time budget); keep the fastest (or smallest) gated one within the accuracy budget and score it once on test."""
     import shutil
 
     import numpy as np
@@ -100,6 +102,13 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
     t0 = time.perf_counter()
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
     t_dir = ctx.model_dir(cfg.teacher)
+    from llmopt.models import load_tokenizer
+    from llmopt.training.tokenize import model_limit, resolve_max_length, token_lengths
+
+    t_tok = load_tokenizer(t_dir)
+    auto = cfg.train.max_length == "auto"
+    max_length = resolve_max_length(cfg.train.max_length, token_lengths(t_tok, data.texts("train")) if auto else None,
+                                    model_limit(t_tok))
     dev_texts, dev_y = [r["text"] for r in data.dev], np.array(data.ids(data.dev))
     cand_dir, struct_dir = ctx.stage_dir / "candidates", ctx.stage_dir / "structures"
 
@@ -107,7 +116,7 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
     if t_file.is_file():
         teacher = read_json(t_file)
     else:
-        teacher = {**_measure(HFClassifier(t_dir, cfg.max_length, ctx.allow_pickle), dev_texts, dev_y, data.labels, cfg, ctx),
+        teacher = {**_measure(HFClassifier(t_dir, max_length, ctx.allow_pickle), dev_texts, dev_y, data.labels, cfg, ctx),
                    "size_bytes": weights_size_bytes(t_dir)}
         atomic_write_json(t_file, teacher)
     min_acc = S.threshold(teacher["accuracy"], cfg.max_drop, cfg.drop)
@@ -129,12 +138,13 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
         src = struct_dir / S.structure_name(c)
         if not (src / "config.json").is_file():
             if logits is None:
-                logits = teacher_logits(t_dir, [r["text"] for r in data.train], cfg.max_length, ctx.stage_dir / "cache",
+                logits = teacher_logits(t_dir, data.texts("train"), max_length=max_length,
+                                        truncation=cfg.train.truncation, cache=ctx.stage_dir / "cache",
                                         allow_pickle=ctx.allow_pickle)
-            _train_structure(c, t_dir, src, data, logits, cfg, ctx)
+            _train_structure(c, t_dir, src, data, logits, cfg, ctx, max_length)
         onnx = ctx.stage_dir / "onnx" / name
-        build_onnx_model(src, onnx, c["scheme"], dev_texts[:128], cfg.max_length)
-        res = {**c, **_measure(OrtClassifier(onnx, cfg.max_length, ctx.threads), dev_texts, dev_y, data.labels, cfg, ctx),
+        build_onnx_model(src, onnx, c["scheme"], dev_texts[:128], max_length)
+        res = {**c, **_measure(OrtClassifier(onnx, max_length, ctx.threads), dev_texts, dev_y, data.labels, cfg, ctx),
                "size_bytes": weights_size_bytes(onnx / "model.onnx")}
         res["gate"] = speed_gate(res, teacher, "teacher")
         res["within_tolerance"] = res["accuracy"] >= min_acc
@@ -144,7 +154,7 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
 
     chosen, why = S.choose(done, min_acc, cfg.objective)
     metrics: dict[str, Any] = {
-        "parent": cfg.teacher, "teacher_dev": S.summary(teacher), "min_dev_accuracy": min_acc,
+        "parent": model_ref_str(cfg.teacher), "max_length": max_length, "teacher_dev": S.summary(teacher), "min_dev_accuracy": min_acc,
         "max_drop": cfg.max_drop, "drop": cfg.drop, "objective": cfg.objective,
         "candidates": {n: S.summary(c) | {k: c[k] for k in ("layers", "ffn_keep", "vocab_trim", "scheme")}
                        for n, c in done.items()},
@@ -165,7 +175,39 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
         from llmopt.eval.metrics import classification_report
         from llmopt.eval.predictors import predict_all
 
-        pred = predict_all(OrtClassifier(ctx.out_dir / "model", cfg.max_length, ctx.threads), test_texts).argmax(1)
+        pred = predict_all(OrtClassifier(ctx.out_dir / "model", max_length, ctx.threads), test_texts).argmax(1)
         rep = classification_report(test_y, pred, data.labels, cfg.bootstrap_resamples, ctx.seed)
         metrics["chosen_test"] = {k: rep[k] for k in ("n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci")}
     return StageResult(metrics)
+
+
+def section(sid: str, m: dict, doc: Any) -> None:
+    """Teacher on dev, the tolerance, every candidate measured, the choice and its test score."""
+    from llmopt.report import plots
+    from llmopt.report.render import _ci, _num, _pct
+
+    doc.h(2, f"Accuracy-budget search ({sid})")
+    t = m["teacher_dev"]
+    doc.p(
+        f"Teacher dev accuracy {_pct(t['accuracy'])}%; tolerance: {m['drop']} drop {m['max_drop']:g} "
+        f"(at least {_pct(m['min_dev_accuracy'])}%). Objective: {m['objective']}. Chosen: {m['chosen']} "
+        f"({m['choice']}). Candidates slower or larger than the teacher are flagged and never chosen."
+        + (f" Time budget ran out; not tried: {', '.join(m['skipped_for_time'])}." if m["skipped_for_time"] else "")
+    )
+    if m.get("note"):
+        doc.p(f"Note: {m['note']}.")
+    if m.get("chosen_test"):
+        ct = m["chosen_test"]
+        doc.p(f"Chosen model, once on test (n = {ct['n']}): accuracy {_pct(ct['accuracy'])}%{_ci(ct['accuracy_ci'])}, "
+              f"macro-F1 {_pct(ct['macro_f1'])}%{_ci(ct['macro_f1_ci'])}.")
+    head = ["candidate", "dev acc % [95% CI]", "p50 ms", "size MB", "params", "gate", "within tolerance", "Pareto"]
+    rows = [[n, _pct(c["accuracy"]) + _ci(c["accuracy_ci"]), _num(c["latency_b1_p50_ms"]),
+             _num(c["size_bytes"] / 2**20), f"{c['params']:,}",
+             "passed" if c["gate"]["passed"] else f"flagged: {c['gate']['flag']}",
+             "yes" if c["within_tolerance"] else "no", "yes" if n in m["pareto"] else ""]
+            for n, c in m["candidates"].items()]
+    doc.table(head, rows)
+    if m["candidates"]:
+        name = f"{sid}-pareto.svg"
+        svg = plots.search_pareto(m["candidates"], t, m["pareto"], m["chosen"], m["min_dev_accuracy"])
+        doc.figure(name, svg, "Search candidates: dev accuracy against latency")

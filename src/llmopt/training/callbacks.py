@@ -37,3 +37,11 @@ class ChecksumOnSave(TrainerCallback):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if ckpt.is_dir():
             record(ckpt)
+
+
+def progress_callback() -> list[TrainerCallback]:
+    """The console's live progress line for this training, if a console is showing one."""
+    from llmopt import console
+
+    cb = console.training_callback()
+    return [cb] if cb is not None else []

@@ -1,0 +1,41 @@
+"""The one training block every training stage composes (`train:` in a recipe). Imports only pydantic."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    """Trainer settings shared by finetune, distill, prune (recovery) and search."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    learning_rate: float = Field(2e-5, gt=0)
+    epochs: float = Field(3, gt=0)
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps with a linear warm-up")
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    weight_decay: float = Field(0.01, ge=0)
+    early_stopping_patience: int | None = Field(2, ge=1, description="evaluations without dev improvement; null: off")
+    metric_for_best: Literal["macro_f1", "accuracy", "loss"] = "macro_f1"
+    max_length: int | Literal["auto"] = Field(
+        128, description="tokens kept per text; auto: the 95th percentile of train lengths, within the model's limit")
+    truncation: Literal["right", "head_tail"] = Field(
+        "right", description="head_tail keeps the first quarter and the last three quarters of a long text's tokens")
+    save_total_limit: int = Field(2, ge=1)
+    group_by_length: bool = Field(True, description="batch texts of similar length (less padding)")
+    logging_steps: int = Field(10, ge=1)
+
+
+class KDConfig(BaseModel):
+    """The distillation loss: alpha·T²·KL(teacher/T ‖ student/T) + (1 − alpha)·CE."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the KD term; 1 - alpha on cross-entropy")

@@ -1,0 +1,223 @@
+"""The one trainer: a Hugging Face Trainer for sequence classification whose loss is `kd_loss`.
+
+With no teacher logits it is plain cross-entropy fine-tuning (the finetune stage); with them, knowledge
+distillation (distill, prune's recovery, search). Every training stage calls `train_classifier`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmopt.training.config import KDConfig, TrainConfig
+
+
+@dataclass
+class TrainOutcome:
+    trainer: Any
+    metrics: dict[str, Any] = field(default_factory=dict)  # what the stage reports about its training
+
+    @property
+    def model(self) -> Any:
+        return self.trainer.model
+
+
+def _compute_metrics(k: int):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    def fn(eval_pred: Any) -> dict[str, float]:
+        logits, y = eval_pred
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        pred = np.argmax(logits, axis=-1)
+        return {"accuracy": float(accuracy_score(y, pred)),
+                "macro_f1": float(f1_score(y, pred, labels=list(range(k)), average="macro", zero_division=0))}
+
+    return fn
+
+
+def _training_args(cfg: TrainConfig, *, output_dir: Path, seed: int, keep_best: bool, report_tb: bool) -> Any:
+    import torch
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        lr_scheduler_type=cfg.scheduler,
+        weight_decay=cfg.weight_decay,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model=cfg.metric_for_best,
+        greater_is_better=cfg.metric_for_best != "loss",
+        save_total_limit=cfg.save_total_limit,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        seed=seed,
+        data_seed=seed,
+        report_to=["tensorboard"] if report_tb else "none",
+        disable_tqdm=True,  # progress goes to the console's own live line (llmopt.console)
+        log_level="warning",
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        remove_unused_columns=False,  # keep teacher_logits for compute_loss
+        average_tokens_across_devices=False,  # else DDP logs the classification loss ×world size
+    )
+
+
+def _trainer_class() -> type:
+    import torch
+    from transformers import Trainer
+
+    from llmopt.training.losses import hidden_mse, kd_loss
+
+    class KDTrainer(Trainer):
+        """Trainer whose loss is `kd_loss` against teacher logits carried in the batch (CE when there are none)."""
+
+        def __init__(self, *a: Any, kd: KDConfig, hidden: tuple | None = None, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            self.kd, self.hidden = kd, hidden
+
+        def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None):
+            teacher = inputs.pop("teacher_logits", None)
+            labels = inputs.pop("labels", None)
+            out = model(**inputs, output_hidden_states=self.hidden is not None)
+            loss = kd_loss(out.logits, teacher, labels, self.kd.temperature, self.kd.alpha)
+            if self.hidden is not None and model.training:
+                t_model, mapping, weight = self.hidden
+                with torch.no_grad():
+                    t_hid = t_model(**inputs, output_hidden_states=True).hidden_states
+                mask = inputs["attention_mask"].unsqueeze(-1).to(out.logits.dtype)
+                loss = loss + weight * hidden_mse(out.hidden_states, t_hid, mapping, mask)
+            return (loss, out) if return_outputs else loss
+
+    return KDTrainer
+
+
+class _Collator:
+    """Pads token features like DataCollatorWithPadding and stacks the cached teacher logits."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        from transformers import DataCollatorWithPadding
+
+        self.base = DataCollatorWithPadding(tokenizer)
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        logits = [f.pop("teacher_logits") for f in features if "teacher_logits" in f]
+        batch = self.base(features)
+        if logits:
+            batch["teacher_logits"] = torch.tensor(np.asarray(logits, dtype=np.float32))
+        return batch
+
+
+def _dataset(tokenizer: Any, texts: list[str], labels: list[int], max_length: int, truncation: str,
+             logits: np.ndarray | None = None) -> Any:
+    from datasets import Dataset
+
+    from llmopt.training.tokenize import encode
+
+    cols = {**encode(tokenizer, texts, max_length, truncation), "labels": labels}
+    if logits is not None:
+        cols["teacher_logits"] = [row.tolist() for row in logits]
+    return Dataset.from_dict(cols)
+
+
+def resumed_step(checkpoint: Path | None) -> int:
+    """The global step a Trainer checkpoint was saved at (0 when there is none)."""
+    if checkpoint is None:
+        return 0
+    state = Path(checkpoint) / "trainer_state.json"
+    if state.is_file():
+        return int(json.loads(state.read_text(encoding="utf-8")).get("global_step", 0))
+    return int(Path(checkpoint).name.rsplit("-", 1)[-1])
+
+
+def train_classifier(
+    model: Any,
+    tokenizer: Any,
+    *,
+    train: tuple[list[str], list[int]],
+    dev: tuple[list[str], list[int]],
+    num_labels: int,
+    cfg: TrainConfig,
+    seed: int,
+    work_dir: Path,
+    resume_from: Path | None = None,
+    teacher_logits: np.ndarray | None = None,
+    kd: KDConfig | None = None,
+    hidden: tuple | None = None,
+    callbacks: list | None = None,
+    keep_best: bool = True,
+) -> TrainOutcome:
+    """Train on `train`, evaluate on `dev` each epoch; the best dev model is loaded at the end (keep_best).
+
+    `teacher_logits` (one row per train text) turn cross-entropy into the KD loss of `kd`; train labels of
+    -100 mark unlabelled transfer text. keep_best=False keeps the last model (gradual pruning: earlier
+    checkpoints are less sparse). Checkpoints go to work_dir/checkpoints with checksums; the log history
+    streams to work_dir/train_log.jsonl.
+    """
+    from transformers import EarlyStoppingCallback
+
+    from llmopt.training.callbacks import ChecksumOnSave, JsonlLogger, progress_callback
+    from llmopt.training.tokenize import coverage, model_limit, resolve_max_length, token_lengths
+
+    work_dir = Path(work_dir)
+    texts, labels = train
+    train_len = token_lengths(tokenizer, texts)
+    max_length = resolve_max_length(cfg.max_length, train_len, model_limit(tokenizer, getattr(model, "config", None)))
+    report_tb = importlib.util.find_spec("tensorboard") is not None
+    if report_tb:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(work_dir / "tensorboard")
+    cbs: list[Any] = [JsonlLogger(work_dir / "train_log.jsonl"), ChecksumOnSave(), *progress_callback(),
+                      *(callbacks or [])]
+    if cfg.early_stopping_patience and keep_best:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    kd = kd if teacher_logits is not None and kd is not None else KDConfig(alpha=0.0)
+    trainer = _trainer_class()(
+        model=model,
+        args=_training_args(cfg, output_dir=work_dir / "checkpoints", seed=seed, keep_best=keep_best,
+                            report_tb=report_tb),
+        train_dataset=_dataset(tokenizer, texts, labels, max_length, cfg.truncation, teacher_logits),
+        eval_dataset=_dataset(tokenizer, *dev, max_length, cfg.truncation),
+        processing_class=tokenizer,
+        data_collator=_Collator(tokenizer),
+        compute_metrics=_compute_metrics(num_labels),
+        callbacks=cbs,
+        kd=kd,
+        hidden=hidden,
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # it prints raw metric dicts; the console shows a live line instead
+    out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    start = resumed_step(resume_from)
+    history = trainer.state.log_history
+    return TrainOutcome(trainer, {
+        "max_length": max_length,
+        "truncation": cfg.truncation,
+        "train_coverage": coverage(train_len, max_length),
+        "global_steps": trainer.state.global_step,
+        "resumed_at_step": start,
+        "steps_trained_now": trainer.state.global_step - start,
+        "epochs_run": max((h.get("epoch") or 0 for h in history), default=0),
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_metric": trainer.state.best_metric,
+        "train_runtime_s": out.metrics.get("train_runtime"),
+        "train_samples_per_second": out.metrics.get("train_samples_per_second"),
+        "kd": kd.model_dump() if teacher_logits is not None else None,
+        "history": history,
+    })
