@@ -208,9 +208,6 @@ def test_weight_only_int4_and_int8_pack_weights_in_4_and_8_bits(exported):
     assert size["weight_only_int8"] - size["weight_only_int4"] >= 0.9 * (int8_bytes - int4_bytes)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: MatMulNBits only replaces MatMul; the attention fused by ORT's "
-                                       "optimizer keeps its packed QKV weights in fp32 (a quarter of each layer's "
-                                       "Linear weights), so weight-only files are larger than dynamic int8's")
 def test_weight_only_stores_no_fp32_attention_weights(exported):
     m, _, _ = _graph(exported["weight_only_int4"])
     assert _ops(m)["Attention"] == 0

@@ -1,7 +1,8 @@
 """Export a Hugging Face classifier to ONNX, fuse it for ONNX Runtime, and quantize it.
 
-An ONNX model folder holds `model.onnx`, `config.json` (with id2label), the tokenizer files and
-`onnx_model.json` (scheme, parameter count of the source model). No pickle anywhere.
+An ONNX model folder holds `model.onnx`, `config.json` (with id2label), the tokenizer files,
+`onnx_model.json` (scheme, parameter count of the source model) and, when the source has one,
+`llmopt_inference.json` (the max_length and truncation it was trained with). No pickle anywhere.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def export_fp32(src: Path, out_dir: Path, opset: int = 17, allow_pickle: bool = 
     """Export the classifier in `src` to out_dir/model.onnx (dynamic batch and sequence axes)."""
     import torch
 
-    from llmopt.models import load_classifier, load_tokenizer
+    from llmopt.models import INFERENCE_FILE, load_classifier, load_tokenizer
 
     tok = load_tokenizer(src)
     # eager attention exports as plain MatMul/Softmax, which ORT's BERT optimizer fuses into Attention
@@ -72,6 +73,8 @@ def export_fp32(src: Path, out_dir: Path, opset: int = 17, allow_pickle: bool = 
         saved["id2label"] = {str(k): v for k, v in model.config.id2label.items()}
         cfg_path.write_text(json.dumps(saved, indent=2), encoding="utf-8")
     tok.save_pretrained(str(out_dir))
+    if (Path(src) / INFERENCE_FILE).is_file():  # predictors of the export tokenize as the source was trained
+        shutil.copyfile(Path(src) / INFERENCE_FILE, out_dir / INFERENCE_FILE)
     cfg = model.config
     return {"params": int(sum(p.numel() for p in model.parameters())), "inputs": names,
             "model_type": cfg.model_type, "num_heads": int(getattr(cfg, "num_attention_heads", 0) or 0),
@@ -91,12 +94,15 @@ def optimize(path: Path, meta: dict[str, Any]) -> bool:
 
 
 class _Calibration:
-    """ORT CalibrationDataReader over tokenized texts, one batch-1 example at a time."""
+    """ORT CalibrationDataReader over tokenized texts (truncated as in training), one batch-1 example at a time."""
 
-    def __init__(self, tokenizer: Any, texts: list[str], names: list[str], max_length: int) -> None:
+    def __init__(self, tokenizer: Any, texts: list[str], names: list[str], max_length: int,
+                 truncation: str = "right") -> None:
+        from llmopt.training.tokenize import encode
+
         self._it: Iterator[dict[str, np.ndarray]] = (
-            {n: np.asarray(enc[n], dtype=np.int64)[None, :] for n in names}
-            for enc in (tokenizer(t, truncation=True, max_length=max_length) for t in texts)
+            {n: np.asarray(enc[n][0], dtype=np.int64)[None, :] for n in names}
+            for enc in (encode(tokenizer, [t], max_length, truncation) for t in texts)
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -107,7 +113,7 @@ class _Calibration:
 
 
 def quantize(fp32: Path, out: Path, scheme: str, meta: dict[str, Any], tokenizer: Any = None,
-             calibration: list[str] | None = None, max_length: int = 128) -> None:
+             calibration: list[str] | None = None, max_length: int = 128, truncation: str = "right") -> None:
     """Write the `scheme` version of the fp32 ONNX model `fp32` to `out`."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -125,7 +131,7 @@ def quantize(fp32: Path, out: Path, scheme: str, meta: dict[str, Any], tokenizer
         pre = out.with_name("preprocessed.onnx")
         with contextlib.chdir(out.parent):  # on failure ORT drops sym_shape_infer_temp.onnx into the cwd
             quant_pre_process(str(fp32), str(pre), auto_merge=True)
-        quantize_static(str(pre), str(out), _Calibration(tokenizer, calibration, meta["inputs"], max_length),
+        quantize_static(str(pre), str(out), _Calibration(tokenizer, calibration, meta["inputs"], max_length, truncation),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, extra_options=extra)
         pre.unlink()
@@ -160,11 +166,14 @@ def onnx_params(path: Path) -> int:
 
 
 def export_variants(src: Path, work: Path, schemes: list[str], *, calibration: list[str] | None = None,
-                    max_length: int = 128, fuse: bool = True, allow_pickle: bool = False) -> dict[str, Path | str]:
+                    max_length: int = 128, truncation: str = "right", fuse: bool = True,
+                    allow_pickle: bool = False) -> dict[str, Path | str]:
     """Export `src` once and write one ONNX model folder per scheme under `work`: {scheme: folder, or the error}.
 
-    Static int8 is calibrated on the unfused graph (its QDQ pass does not know ORT's fused ops); the others
-    start from the fused fp32 graph. One failing scheme does not stop the rest."""
+    Static int8 and the weight-only schemes start from the unfused graph: the QDQ pass does not know ORT's fused
+    ops, and MatMulNBits replaces only plain MatMul nodes (on the fused graph the Q/K/V weights inside the
+    `Attention` op would stay fp32). Dynamic int8 and fp32 start from the fused graph. One failing scheme does
+    not stop the rest."""
     from llmopt.models import load_tokenizer
 
     work = Path(work)
@@ -177,9 +186,10 @@ def export_variants(src: Path, work: Path, schemes: list[str], *, calibration: l
         folder = work / f"scheme-{scheme}"
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(work / "fp32", folder, ignore=shutil.ignore_patterns("model.onnx"))
-        base = work / ("unfused.onnx" if scheme == "static_int8" else "fp32/model.onnx")
+        base = work / ("unfused.onnx" if scheme == "static_int8" or scheme.startswith("weight_only") else
+                       "fp32/model.onnx")
         try:
-            quantize(base, folder / "model.onnx", scheme, meta, tok, calibration, max_length)
+            quantize(base, folder / "model.onnx", scheme, meta, tok, calibration, max_length, truncation)
         except Exception as e:  # noqa: BLE001 - reported per scheme; `auto` goes on with the others
             out[scheme] = f"{type(e).__name__}: {e}"
             continue
@@ -189,7 +199,7 @@ def export_variants(src: Path, work: Path, schemes: list[str], *, calibration: l
 
 
 def build_onnx_model(src: Path, dest: Path, scheme: str, calibration: list[str] | None = None,
-                     max_length: int = 128, fuse: bool = True) -> dict[str, Any]:
+                     max_length: int = 128, fuse: bool = True, truncation: str = "right") -> dict[str, Any]:
     """src (safetensors folder) → dest folder with model.onnx in `scheme`, tokenizer, config and meta."""
     import tempfile
 
@@ -198,7 +208,8 @@ def build_onnx_model(src: Path, dest: Path, scheme: str, calibration: list[str] 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".onnx-") as tmp:
-        got = export_variants(src, Path(tmp), [scheme], calibration=calibration, max_length=max_length, fuse=fuse)
+        got = export_variants(src, Path(tmp), [scheme], calibration=calibration, max_length=max_length,
+                              truncation=truncation, fuse=fuse)
         if isinstance(got[scheme], str):
             raise ModelError(f"{src}: ONNX {scheme} export failed: {got[scheme]}")
         meta = read_meta(got[scheme])
