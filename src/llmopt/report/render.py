@@ -18,13 +18,46 @@ def _ci(ci: list[float] | None) -> str:
 
 
 def _gate(g: dict | None) -> str:
-    """A compressed model against its parent, timed in the same run: passed, or flagged and why."""
+    """A compressed model against its parent, timed in the same run: passed, or flagged and on what."""
     if not g:
         return ""
-    if g["passed"]:
-        return (f"passed vs {g['parent']}: {_num(g['speedup_b1'], '{:.1f}')}x faster, "
-                f"{_num(g['size_ratio'], '{:.1f}')}x smaller")
-    return f"FLAGGED: {g['flag']}"
+    ci = g.get("ratio_ci")
+    speed = f"{_num(g.get('speedup_b1'), '{:.2f}')}×"
+    speed = f"{speed} faster" if g.get("verdict", "faster") == "faster" else f"{g.get('verdict')} ({speed})"
+    if ci and ci[0] > 0:
+        speed += f" [{1 / ci[1]:.2f}, {1 / ci[0]:.2f}]"
+    size = _num(g.get("size_ratio"), "{:.1f}× smaller") if g.get("smaller", True) else "not smaller"
+    return f"{'passed' if g['passed'] else 'FLAGGED'} vs {g['parent']}: {speed}, {size}"
+
+
+def _bytes(b: float | None) -> str:
+    if b is None:
+        return "—"
+    if b >= 2**20:
+        return f"{b / 2**20:.1f} MB"
+    return f"{b / 1024:.1f} KB" if b >= 1024 else f"{b:.0f} B"
+
+
+def short_path(path: str | Path, run_dir: Path | None = None) -> str:
+    """A path as a reader wants it: `builtin:minilm` for the bundled model, `…/site-packages/<rest>` for other
+    installed files, relative to the run directory when inside it; otherwise unchanged."""
+    p = Path(path)
+    if run_dir is not None:
+        try:
+            return p.relative_to(run_dir).as_posix()
+        except ValueError:
+            pass
+    if "site-packages" in p.parts:
+        try:
+            from llmopt.models import display_path
+
+            shown = display_path(p)
+            if shown != str(p):
+                return shown
+        except Exception:  # noqa: BLE001 — a report must build even where the package is gone
+            pass
+        return "…/site-packages/" + "/".join(p.parts[p.parts.index("site-packages") + 1:])
+    return str(p)
 
 
 def _ms(v: float | None) -> str:
@@ -40,27 +73,28 @@ def _num(v: float | None, fmt: str = "{:.2f}") -> str:
     return "—" if v is None else fmt.format(v)
 
 
-def results_rows(ev: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["model", "kind", "runtime", "n", "accuracy % [95% CI]", "macro-F1 % [95% CI]",
-            f"Δ acc vs {ev['reference']} (p)", "p50 ms", "p95 ms", "throughput /s (b32)",
-            "params", "size MB", "peak RSS MB", "speed/size gate"]
+def results_tables(ev: dict[str, Any], doc: "Doc") -> None:
+    """Every model and baseline of an evaluate stage in two narrow tables: quality, then speed and size."""
+    ref = ev["reference"]
     rows = []
     for name, m in ev["models"].items():
         vs = m.get("vs_reference")
-        delta = "reference" if vs is None else f"{100 * vs['accuracy']['diff']:+.1f} ({_p(vs['accuracy']['p_value'], vs['resamples'])})"
-        rows.append([
-            name, m["kind"], m["runtime"], str(m["n"]),
-            _pct(m["accuracy"]) + _ci(m["accuracy_ci"]),
-            _pct(m["macro_f1"]) + _ci(m["macro_f1_ci"]),
-            delta,
-            _ms(m["latency_b1_p50_ms"]), _ms(m["latency_b1_p95_ms"]),
-            _num(m["throughput_b32"], "{:,.0f}"),
-            f"{m['params']:,}",
-            _num(m["size_bytes"] / 2**20 if m.get("size_bytes") else None),
-            _num(m.get("peak_rss_mb"), "{:.0f}"),
-            _gate(m.get("gate")),
-        ])
-    return head, rows
+        if vs is None:
+            delta, p = "reference", ""
+        else:
+            d = vs["accuracy"]
+            delta = f"{100 * d['diff']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]"
+            p = _p(d["p_value"], vs["resamples"])
+        rows.append([name, f"{m['kind']}, {m['runtime']}", _pct(m["accuracy"]) + _ci(m["accuracy_ci"]),
+                     _pct(m["macro_f1"]) + _ci(m["macro_f1_ci"]), delta, p])
+    doc.table(["model", "kind, runtime", "accuracy % [95% CI]", "macro-F1 % [95% CI]",
+               f"Δ accuracy vs {ref}, points [95% CI]", "paired p"], rows)
+    rows = [[name, _ms(m["latency_b1_p50_ms"]), _ms(m["latency_b1_p95_ms"]),
+             _num(m.get("throughput_b32"), "{:,.0f}"), f"{m['params']:,}",
+             _bytes(m.get("weights_bytes") or m.get("size_bytes")), _gate(m.get("gate"))]
+            for name, m in ev["models"].items()]
+    doc.table(["model", "batch-1 p50 ms", "batch-1 p95 ms", "throughput /s (batch 32)", "parameters",
+               "weights on disk", "gate vs parent: speed-up [95% CI], size"], rows)
 
 
 def training_section(sid: str, m: dict, doc: "Doc") -> None:
@@ -138,13 +172,16 @@ class Doc:
                 head, rows = v
                 th = "".join(f"<th>{e(str(c))}</th>" for c in head)
                 trs = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-                body.append(f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>")
+                body.append(f"<div class=\"tbl\"><table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>")
             elif kind == "fig":
                 body.append(f"<figure>{v[1]}<figcaption>{e(v[2])}</figcaption></figure>")
         style = (
             "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-            "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
-            "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3}"
+            # a wide table scrolls inside its own box instead of pushing the page wider than the window
+            ".tbl{max-width:100%;overflow-x:auto;margin:1em 0}"
+            "table{border-collapse:collapse;font-size:13px}"
+            "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:break-word}"
+            "th{background:#f3f3f3}"
             "figure{margin:1em 0}figure svg{max-width:100%;height:auto}figcaption{font-size:12px;color:#555}"
         )
         return (
@@ -165,6 +202,14 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
     doc = Doc()
     doc.h(1, f"llmopt report — {run_dir.parent.name}")
+    evals = [(sid, m) for sid, stype, m in stages if stype == "evaluate" and m.get("models")]
+    if evals:  # the answer first: from the last evaluate stage
+        from llmopt.report import answer
+
+        sid, ev = evals[-1]
+        answer.section(ev, doc, files=_baseline_files(run_dir, sid, ev))
+    else:
+        doc.p("No evaluate stage has finished in this run, so there is no recommendation yet.")
     doc.p(f"Run directory: {run_dir}. Every figure below is read from the stages' metrics.json files.")
     for sid, stype, m in stages:
         STAGES[stype].section(sid, m, doc)
@@ -188,6 +233,16 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     atomic_write_text(out_dir / "report.html", doc.html(f"llmopt report — {run_dir.parent.name}"))
     return {"markdown": str(out_dir / "report.md"), "html": str(out_dir / "report.html"),
             "figures": sorted(doc.figures)}
+
+
+def _baseline_files(run_dir: Path, sid: str, ev: dict) -> dict[str, str]:
+    """Where the evaluate stage saved each baseline (models carry their own `path`)."""
+    found = sorted((run_dir / "stages").glob(f"*-{sid}"))
+    if not found:
+        return {}
+    folder = found[-1] / "artifacts" / "baselines"
+    return {n: str(folder / f"{n}.json") for n, m in ev["models"].items()
+            if m.get("kind") == "baseline" and (folder / f"{n}.json").is_file()}
 
 
 def _slug(s: str) -> str:

@@ -141,20 +141,40 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
 def section(sid: str, m: dict, doc: Any) -> None:
     """Quality with intervals, speed and size of every model and baseline; per-class results; confusion matrices."""
     from llmopt.report import plots
-    from llmopt.report.render import _pct, _slug, results_rows
+    from llmopt.report.answer import recommend
+    from llmopt.report.render import _num, _pct, _slug, results_tables
 
     doc.h(2, f"Evaluation ({sid}) — {m['split']} split, n = {m['n']}")
     doc.p(
-        f"Accuracy and macro-F1 with 95% bootstrap intervals; Δ is a paired bootstrap against "
-        f"'{m['reference']}' (two-sided p). Timing: {m['timing']}, {m['threads']} threads."
+        f"Accuracy and macro-F1 with 95% bootstrap intervals ({m['n']:,} {m['split']} rows). Δ is the accuracy "
+        f"difference from '{m['reference']}' in percentage points with its 95% paired-bootstrap interval; p is "
+        f"two-sided. Timing: {m['timing']}, {m['threads']} threads. Peak memory is not shown: it was sampled for the "
+        "whole evaluating process, which holds every model and baseline in turn, so it does not tell them apart."
     )
-    doc.table(*results_rows(m))
+    results_tables(m, doc)
+    gates = [(n, g) for n, mm in m["models"].items() for g in (mm.get("gate"), mm.get("gate_vs_ort_int8")) if g]
+    if gates:
+        doc.h(3, "Speed/size gates")
+        margin = gates[0][1].get("margin", 0.03)
+        doc.p(f"Timing: {m.get('gate_timing', 'separate runs')}; slower = its lower bound above {1 + margin:.2f}, "
+              "otherwise no measurable difference. A model passes only if measurably faster and smaller."
+              + (f" '{m['ort_int8_baseline']}' is the reference's own ONNX Runtime dynamic-int8 export, the "
+                 "best runtime without compression; ONNX Runtime models are also compared with it."
+                 if m.get("ort_int8_baseline") else ""))
+        head = ["model", "against", "latency ratio [95% CI]", "verdict", "size ratio", "result"]
+        rows = [[n, g["parent"],
+                 "—" if g.get("ratio_ci") is None else f"{g['latency_ratio']:.3f} [{g['ratio_ci'][0]:.3f}, {g['ratio_ci'][1]:.3f}]",
+                 g.get("verdict", ""), _num(g.get("size_ratio"), "{:.2f}x smaller"),
+                 "passed" if g["passed"] else f"FLAGGED: {g['flag']}"] for n, g in gates]
+        doc.table(head, rows)
     name = f"{sid}-accuracy-latency.svg"
-    svg = plots.accuracy_vs_latency(m["models"])
-    doc.figure(name, svg, "Accuracy (95% CI) against batch-1 latency")
+    svg = plots.accuracy_vs_latency(m["models"], highlight=recommend(m)["name"])
+    doc.figure(name, svg, f"Test accuracy (95% CI) against batch-1 latency; marker area ∝ size on disk; the line is "
+               f"the Pareto front (no entry is both faster and more accurate). Entries faster than "
+               f"{plots.OFF_SCALE_MS:g} ms (the majority baseline) sit at the left edge, their latency in the label.")
     name = f"{sid}-size.svg"
     svg = plots.sizes(m["models"])
-    doc.figure(name, svg, "Size on disk")
+    doc.figure(name, svg, "Weights on disk (baselines: their saved file)")
     doc.h(3, "Per-class results")
     head = ["model", "class", "precision", "recall", "F1", "support"]
     rows = [[n, lab, _pct(pc["precision"]), _pct(pc["recall"]), _pct(pc["f1"]), str(pc["support"])]

@@ -59,9 +59,9 @@ def run(cfg: FinetuneConfig, ctx: StageContext) -> StageResult:
 
 def section(sid: str, m: dict, doc: Any) -> None:
     """What was trained, for how long, the best dev scores and the training curve."""
-    from llmopt.report.render import _num, _pct, training_section
+    from llmopt.report.render import _pct, short_path, training_section
 
     doc.h(2, f"Fine-tuning ({sid})")
-    doc.p(f"Base model: {m['base_model']}. {m['n_train']} train / {m['n_dev']} dev rows. "
+    doc.p(f"Base model: {short_path(m['base_model'])}. {m['n_train']:,} train / {m['n_dev']:,} dev rows. "
           f"Best dev checkpoint: macro-F1 {_pct(m['dev_macro_f1'])}%, accuracy {_pct(m['dev_accuracy'])}%.")
     training_section(sid, m, doc)

@@ -142,10 +142,12 @@ def _zlib_size(folder) -> int:
 
 def section(sid: str, m: dict, doc: Any) -> None:
     """Shape before and after, what was removed and why, recovery training and its curve."""
-    from llmopt.report.render import _pct, training_section
+    from llmopt.report.render import _pct, short_path, training_section
 
     doc.h(2, f"Pruning ({sid})")
     b, a = m["config_before"], m["config_after"]
+    doc.p(f"Pruned model: {short_path(m['parent'])}; parameters {m['params_before']:,} → {m['params_after']:,} "
+          f"({m['params_before'] / max(m['params_after'], 1):.1f}× fewer).")
     doc.table(["", "layers", "hidden", "heads", "FFN width", "vocabulary", "parameters", "weights MB"],
               [["before", *(str(b[k]) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
                                                 "intermediate_size", "vocab_size")),
@@ -155,11 +157,16 @@ def section(sid: str, m: dict, doc: Any) -> None:
                 f"{m['params_after']:,}", f"{m['weights_bytes_after'] / 2**20:.1f}"]])
     said = []
     if m.get("layers_kept") is not None:
-        said.append(f"Layers kept: {m['layers_kept']} (the ones whose removal cost most dev loss).")
+        said.append(f"Layers kept: {', '.join(map(str, m['layers_kept']))} of {b['num_hidden_layers']} (the ones whose "
+                    "removal cost most dev loss).")
+    else:
+        said.append(f"Layers: all {a['num_hidden_layers']} kept.")
     if m.get("ffn_width"):
-        said.append(f"FFN neurons kept per layer: {m['ffn_width']} of {b['intermediate_size']}, by gradient importance.")
+        said.append(f"FFN width: {m['ffn_width']:,} of {b['intermediate_size']:,} neurons kept per layer, by "
+                    "gradient importance.")
     if m.get("vocab_after"):
-        said.append(f"Vocabulary trimmed to the tokens used by the {'/'.join(m.get('vocab_splits', []))} split(s).")
+        said.append(f"Vocabulary: {m.get('vocab_before', b['vocab_size']):,} → {m['vocab_after']:,} tokens, trimmed "
+                    f"to those used by the {'/'.join(m.get('vocab_splits', []))} split(s).")
     if m.get("heads_note"):
         said.append(f"Attention heads: {m['heads_note']}.")
     if m.get("target_sparsity"):

@@ -115,18 +115,32 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
 
 def section(sid: str, m: dict, doc: Any) -> None:
     """The scheme kept and why, with every candidate measured."""
-    from llmopt.report.render import _num, _pct
+    from llmopt.report.render import _num, _pct, short_path
 
     doc.h(2, f"Quantization ({sid})")
-    doc.p(f"ONNX Runtime export of {m['parent']} ({m['params']:,} parameters"
+    auto = len(m["candidates"]) > 1 or any("latency_b1_p50_ms" in r for r in m["candidates"].values())
+    doc.p(f"ONNX Runtime export of {short_path(m['parent'])} ({m['params']:,} parameters"
           f"{', fused for ORT' if m.get('fused_for_ort') else ''}). Kept: {m['scheme']} — {m.get('choice', '')}. "
           f"Weights {m['weights_bytes'] / 2**20:.2f} MB, {m['size_ratio_vs_parent']:.1f}× smaller than the parent; "
           f"{_pct(m['agreement_with_fp32'])}% of {m['check_rows']} dev predictions equal the fp32 export's.")
+    doc.p(f"scheme: auto built and measured every candidate below on dev and kept the fastest that agrees with fp32."
+          if auto else f"Only the recipe's scheme ({m['scheme']}) was built; scheme: auto builds every candidate "
+          "(dynamic int8, static int8, weight-only int8), times each and keeps the fastest that agrees with fp32.")
+    kept = m["candidates"].get(m["scheme"], {})
+
+    def verdict(s: str, r: dict) -> str:
+        if s == m["scheme"]:
+            return "kept"
+        if r.get("latency_b1_p50_ms") is not None and r["latency_b1_p50_ms"] >= kept.get("latency_b1_p50_ms", 0):
+            return "not kept: slower"
+        return "not kept: agrees less with fp32" if auto else "not kept"
+
     rows = []
     for s, r in m["candidates"].items():
         if "error" in r:
             rows.append([s, "failed: " + r["error"][:120], "", "", ""])
         else:
             rows.append([s, f"{r['size_bytes'] / 2**20:.2f}", _pct(r["agreement_with_fp32"]),
-                         _num(r.get("latency_b1_p50_ms")), "kept" if s == m["scheme"] else ""])
-    doc.table(["scheme", "size MB", "agreement with fp32 %", "p50 ms (b1)", ""], rows)
+                         _num(r.get("latency_b1_p50_ms")), verdict(s, r)])
+    doc.table(["scheme", "weights MB", f"agreement with fp32 % ({m['check_rows']} dev rows)", "batch-1 p50 ms", ""],
+              rows)
