@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,67 @@ def test_overrides_may_follow_resume(monkeypatch):
     assert seen == {"recipe": "r.yaml", "overrides": ["stages.ft.epochs=2", "seed=3"], "resume": "latest"}
     assert main(["run", "--resume"]) == 0
     assert seen == {"recipe": "recipes/default.yaml", "overrides": [], "resume": "latest"}
+
+
+def test_bare_llmopt_prints_usage(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("usage: llmopt") and "run" in out and "validate" in out
+
+
+def test_version(capsys):
+    import pytest
+
+    from llmopt import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"llmopt {__version__}"
+
+
+def test_override_typo_is_blamed_on_the_command_line(capsys):
+    recipe = str(ROOT / "recipes/default.yaml")
+    assert main(["validate", recipe, "stages.prune.ffn_kep=0.3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llmopt: error: override 'stages.prune.ffn_kep=0.3': unknown key 'ffn_kep' "
+                          "(did you mean 'ffn_keep'?)")
+    assert "default.yaml" not in err and len(err.splitlines()) == 1
+    assert main(["validate", recipe, "stages.finetune.train.epochs=abc"]) == 2
+    assert capsys.readouterr().err.startswith("llmopt: error: override 'stages.finetune.train.epochs=abc': ")
+    assert main(["validate", recipe, "seeed=1"]) == 2
+    assert "override 'seeed=1': unknown key 'seeed' (did you mean 'seed'?)" in capsys.readouterr().err
+
+
+def test_source_forms_are_not_mixed(capsys):
+    assert main(["validate", str(ROOT / "recipes/default.yaml"), "stages.data.source.path=/x"]) == 2
+    err = capsys.readouterr().err
+    assert "override 'stages.data.source.path=/x': `source` takes either `builtin:` or `path:`/`train:`" in err
+    assert "not keys of both (got builtin, path)" in err and "did you mean 'path'" not in err
+
+
+def test_yaml_error_names_where_an_unclosed_bracket_opened(tmp_path, capsys):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("version: 1\nname: x\nstages:\n  - id: a\n    type: data\n    source: {builtin: x\n  - id: b\n")
+    assert main(["validate", str(bad)]) == 2
+    assert re.search(rf"{re.escape(str(bad))}:7: invalid YAML .* starts at line 6", capsys.readouterr().err)
+
+
+def test_report_takes_the_latest_run_of_a_folder_of_runs(tmp_path, monkeypatch, capsys):
+    import llmopt.report.render
+
+    built = []
+    monkeypatch.setattr(llmopt.report.render, "build_report", lambda run_dir: built.append(run_dir))
+    for name in ("tiny/20260101-000000-aaaaaa", "tiny/20260102-000000-bbbbbb"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "recipe.resolved.yaml").write_text("name: tiny\n")
+    assert main(["report", str(tmp_path / "runs/tiny")]) == 0
+    assert built == [tmp_path / "runs/tiny/20260102-000000-bbbbbb"]
+    assert "using the latest" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "runs")]) == 0  # one recipe's runs: still unambiguous
+    assert built[-1] == tmp_path / "runs/tiny/20260102-000000-bbbbbb"
+    (tmp_path / "runs/other/20260103-000000-cccccc").mkdir(parents=True)
+    (tmp_path / "runs/other/20260103-000000-cccccc/recipe.resolved.yaml").write_text("name: other\n")
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "runs of several recipes" in err and "runs/other" in err and "runs/tiny" in err

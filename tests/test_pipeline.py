@@ -66,7 +66,7 @@ def test_tiny_end_to_end_exact_files(tmp_path, tiny_bert, tiny_data):
     assert run_dir.parent == tmp_path / "runs" / "tiny"
     assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", run_dir.name)
     expected = {
-        "recipe.yaml", "recipe.resolved.yaml", "manifest.json", "events.jsonl",
+        "recipe.yaml", "recipe.resolved.yaml", "manifest.json", "events.jsonl", "run.log",
         "stages/00-data/config.json", "stages/00-data/metrics.json", "stages/00-data/DONE",
         "stages/00-data/artifacts/train.jsonl", "stages/00-data/artifacts/dev.jsonl",
         "stages/00-data/artifacts/test.jsonl", "stages/00-data/artifacts/labels.json",
@@ -119,13 +119,13 @@ def test_resume_skips_done_and_reruns_changed(tmp_path, tiny_bert, tiny_data, ca
     again = run_recipe(recipe, runs_root=tmp_path / "runs", resume="latest")
     assert again == run_dir
     err = capsys.readouterr().err
-    assert err.count("config and inputs unchanged — skipped") == 4
+    assert err.count("skipped   (done earlier)") == 4
     assert all((p / "DONE").stat().st_mtime_ns == t for p, t in done_before.items())
 
     # a changed evaluate config reruns evaluate and the report, not data or finetune
     run_recipe(recipe, ["stages.evaluate.latency_runs=12"], runs_root=tmp_path / "runs", resume=str(run_dir))
     err = capsys.readouterr().err
-    assert "data (data): done earlier" in err and "finetune (finetune): done earlier" in err
+    assert re.search(r"data +skipped +\(done earlier\)", err) and re.search(r"finetune +skipped +\(done earlier\)", err)
     assert "evaluate (evaluate): config or inputs changed" in err and "report (report): config or inputs changed" in err
     ev = json.loads((run_dir / "stages/02-evaluate/metrics.json").read_text())
     assert ev["models"]["finetune"]["latency_b1_n"] == 12

@@ -24,15 +24,25 @@ def _split_recipe(args: list[str]) -> tuple[Path, list[str]]:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
+    from llmopt import console
     from llmopt.pipeline import run_recipe
 
     recipe, overrides = _split_recipe(ns.args)
+    console.configure(verbose=ns.verbose)
     run_dir = run_recipe(recipe, overrides, Path(ns.runs_dir), ns.resume, argv=sys.argv, allow_pickle=ns.allow_pickle)
-    report = run_dir / "report" / "report.html"
-    print(f"run finished: {run_dir}")
-    if report.is_file():
-        print(f"report: {report.resolve()}")
+    _print_results(run_dir)
     return 0
+
+
+def _print_results(run_dir: Path) -> None:
+    """The results table of the last evaluate stage, then where the report and the run are."""
+    from llmopt.console import results_table
+
+    table = results_table(run_dir) if (run_dir / "stages").is_dir() else None
+    if table:
+        print("\n" + table + "\n")
+    report = run_dir / "report" / "report.html"
+    print(f"report: {report.resolve()}" if report.is_file() else f"run directory: {run_dir.resolve()}")
 
 
 def cmd_validate(ns: argparse.Namespace) -> int:
@@ -116,15 +126,39 @@ def cmd_report(ns: argparse.Namespace) -> int:
     from llmopt.report.render import build_report
     from llmopt.rundir import check_run_dir
 
-    run_dir = check_run_dir(Path(ns.run_dir))
-    paths = build_report(run_dir)
-    print(f"report: {Path(paths['html']).resolve()}")
+    run_dir = _find_run(Path(ns.run_dir))
+    build_report(run_dir)
+    _print_results(run_dir)
     return 0
 
 
+def _find_run(path: Path) -> Path:
+    """A run directory, or the latest run in a folder of runs (runs/<name>/) — saying so."""
+    from llmopt.errors import RunDirError
+    from llmopt.rundir import check_run_dir
+
+    if (path / "recipe.resolved.yaml").is_file() or not path.is_dir():
+        return check_run_dir(path)
+    runs = sorted(p for p in path.iterdir() if (p / "recipe.resolved.yaml").is_file())
+    nested = sorted(p for p in path.glob("*/*") if (p / "recipe.resolved.yaml").is_file())
+    if not runs and len({p.parent for p in nested}) == 1:  # runs/ with one recipe's runs in it
+        runs = nested
+    if runs:
+        print(f"llmopt: {path} is a folder of {len(runs)} run(s); using the latest, {runs[-1]}", file=sys.stderr)
+        return runs[-1]
+    if nested:
+        listing = ", ".join(sorted({str(p.parent) for p in nested}))
+        raise RunDirError(f"{path} holds runs of several recipes; name one: {listing} (its latest run is used) "
+                          "or a run directory under it.")
+    return check_run_dir(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from llmopt import __version__
+
     p = argparse.ArgumentParser(prog="llmopt", description="Fine-tune, compress and evaluate models from one recipe.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"llmopt {__version__}")
+    sub = p.add_subparsers(dest="command")
     r = sub.add_parser("run", help="run a recipe (default: recipes/default.yaml)")
     r.add_argument("args", nargs="*", metavar="[RECIPE] [stages.<id>.<field>=value ...]")
     r.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
@@ -132,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs/)")
     r.add_argument("--allow-pickle", action="store_true",
                    help="accept *.bin/*.pt weights, loaded with torch.load(weights_only=True); default: safetensors only")
+    r.add_argument("-v", "--verbose", action="store_true",
+                   help="also show library warnings, progress bars and the Trainer's logs (always in run.log)")
     r.set_defaults(fn=cmd_run)
     v = sub.add_parser("validate", help="check a recipe without loading models or data")
     v.add_argument("recipe")
@@ -142,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("type", nargs="?", help="show only this stage type")
     s.set_defaults(fn=cmd_stages)
     rep = sub.add_parser("report", help="rebuild the report of a run directory")
-    rep.add_argument("run_dir")
+    rep.add_argument("run_dir", help="a run directory, or runs/<name>/ for its latest run")
     rep.set_defaults(fn=cmd_report)
     return p
 
@@ -154,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # overrides may also follow options: `run r.yaml --resume DIR stages.x.epochs=1`
     ns, extra = parser.parse_known_args(argv)
+    if ns.command is None:  # bare `llmopt`
+        parser.print_help()
+        return 2
     if ns.command == "run":
         if ns.resume and "=" in ns.resume:  # `--resume stages.x=1`: the flag took an override as its value
             extra.insert(0, ns.resume)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
-from llmopt import faults, rundir
+from llmopt import console, faults, rundir
 from llmopt.errors import LlmoptError
 from llmopt.fsutil import atomic_write_json, remove_stale_temps
 from llmopt.recipe import Recipe, load_recipe
@@ -17,7 +16,8 @@ from llmopt.stages.base import Inputs, StageContext
 
 
 def log(msg: str) -> None:
-    print(f"[llmopt] {msg}", file=sys.stderr, flush=True)
+    """A line for the user (above the live line during a run; also in run.log)."""
+    console.note(msg)
 
 
 def run_recipe(
@@ -41,7 +41,7 @@ def run_recipe(
     else:
         run_dir, created = rundir.new_run_dir(runs_root, recipe.name), True
     try:
-        with rundir.RunLock(run_dir):
+        with rundir.RunLock(run_dir), console.capture(run_dir):
             execute(recipe, Path(recipe_path).read_text(encoding="utf-8"), run_dir, argv or [], allow_pickle)
     except LlmoptError:
         # a user error: leave no half-made run behind (a run with finished stages stays resumable)
@@ -97,7 +97,7 @@ def execute(recipe: Recipe, recipe_text: str, run_dir: Path, argv: list[str], al
     ids = {s.id for s in recipe.stages}
     data_files = [Path(f) for s in recipe.stages for f in s.inputs().files]
     rundir.write_manifest(run_dir, recipe.seed, data_files, argv)
-    log(f"run directory: {run_dir}")
+    log(f"run directory: {run_dir}  (library output: run.log there)")
 
     current = {rundir.stage_dir(run_dir, i, s.id).name for i, s in enumerate(recipe.stages)}
     stages_root = run_dir / "stages"
@@ -119,7 +119,7 @@ def execute(recipe: Recipe, recipe_text: str, run_dir: Path, argv: list[str], al
         label = f"[{i + 1}/{len(recipe.stages)}] {cfg.id} ({cfg.type})"
         why = rundir.done_problem(sdir, fp) if sdir.exists() else "not started"
         if why is None:
-            log(f"{label}: done earlier, config and inputs unchanged — skipped")
+            console.stage_skipped(cfg.id, sdir)
             record_event(run_dir, stage=cfg.id, action="skipped")
         else:
             resumed = False
@@ -136,7 +136,7 @@ def execute(recipe: Recipe, recipe_text: str, run_dir: Path, argv: list[str], al
             runtime.configure(recipe.seed, threads)
             ctx = StageContext(run_dir=run_dir, stage_dir=sdir, seed=recipe.seed, threads=threads,
                                stage_dirs=dict(dirs), allow_pickle=allow_pickle)
-            log(f"{label}: running")
+            console.stage_started(label, cfg.id)
             record_event(run_dir, stage=cfg.id, action="resumed" if resumed else "started")
             faults.point("stage.start")
             t0 = time.perf_counter()
@@ -151,6 +151,6 @@ def execute(recipe: Recipe, recipe_text: str, run_dir: Path, argv: list[str], al
             faults.point("stage.end")
             rundir.mark_done(sdir, seconds)
             record_event(run_dir, stage=cfg.id, action="done", seconds=round(seconds, 3))
-            log(f"{label}: done in {seconds:.1f}s")
+            console.stage_done(cfg.id, seconds, result.metrics)
         fps[cfg.id] = fp
         dirs[cfg.id] = sdir

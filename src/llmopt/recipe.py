@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import re
 import typing
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from llmopt.stages import STAGES
 from llmopt.stages.base import StageConfig, Strict
 
 TOP_KEYS = ("version", "name", "seed", "threads", "stages")
+# key paths set by command-line overrides → the override text: a problem there is blamed on the override
+_OVERRIDDEN: ContextVar[dict[tuple, str]] = ContextVar("_OVERRIDDEN", default={})
 
 
 class Recipe(Strict):
@@ -70,19 +73,27 @@ def parse_recipe(
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         problem = getattr(e, "problem", None) or str(e)
+        ctx, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if ctx and cmark and mark and cmark.line != mark.line:  # an unclosed quote or bracket: where it opened
+            problem += f"; {ctx} that starts at line {cmark.line + 1}"
         raise RecipeError(f"{where}: invalid YAML ({problem}). Fix the syntax at that line.") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe is a YAML mapping with keys {', '.join(TOP_KEYS)}.")
-    raw = apply_overrides(raw, overrides or [], source)
-    recipe = _validate(raw, root, source)
-    _check_references(recipe, source, root)
-    if check_paths:
-        _check_paths(recipe, source, root, allow_pickle)
+    overridden: dict[tuple, str] = {}
+    raw = apply_overrides(raw, overrides or [], source, overridden)
+    token = _OVERRIDDEN.set(overridden)
+    try:
+        recipe = _validate(raw, root, source)
+        _check_references(recipe, source, root)
+        if check_paths:
+            _check_paths(recipe, source, root, allow_pickle)
+    finally:
+        _OVERRIDDEN.reset(token)
     return recipe
 
 
-def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
-    """Apply `key.path=value` strings (values parsed as YAML) to the raw recipe."""
+def apply_overrides(raw: dict, overrides: list[str], source: str, paths: dict[tuple, str] | None = None) -> dict:
+    """Apply `key.path=value` strings (values parsed as YAML) to the raw recipe; `paths` gets each key path set."""
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
@@ -105,12 +116,16 @@ def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
                 )
             target: Any = stages[ids.index(parts[1])]
             path = parts[2:]
+            full: tuple = ("stages", ids.index(parts[1]), *path)
         else:
             if parts[0] not in TOP_KEYS:
                 raise RecipeError(
-                    f"override '{item}': unknown key '{parts[0]}'{did_you_mean(parts[0], TOP_KEYS)}."
+                    f"override '{item}': unknown key '{parts[0]}'{did_you_mean(parts[0], TOP_KEYS)}. "
+                    f"Top-level keys: {', '.join(TOP_KEYS)}; stage fields: stages.<id>.<field>=value."
                 )
-            target, path = raw, parts
+            target, path, full = raw, parts, tuple(parts)
+        if paths is not None:
+            paths[full] = item
         for p in path[:-1]:
             nxt = target.get(p) if isinstance(target, dict) else None
             if not isinstance(nxt, dict):
@@ -222,31 +237,53 @@ def _format_validation(
     err: ValidationError, cls: type[BaseModel], source: str, root: yaml.Node | None, prefix: list, stage_id: Any
 ) -> str:
     errors = err.errors()
-    # an unknown key is the likeliest cause (a typo), also when a union reports other members' errors
-    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    first = _first_error(errors)
     loc = [p for p in first["loc"] if not _is_union_tag(p)]
     full = prefix + loc
     key_path = _key_path(full)
     where = _where(source, root, full)
     label = f" (stage '{stage_id}')" if stage_id else ""
+    # "recipe.yaml:12: stages[0].source.path (stage 'data')", or just "override 'k=v'", which names the key itself
+    head = where if where.startswith("override '") else f"{where}: {key_path}{label}"
     kind = first["type"]
     if kind == "extra_forbidden":
         fields = _fields_at(cls, loc[:-1])
         bad = str(loc[-1])
+        members = _models_at(cls, loc[:-1])
+        if bad in fields and len(members) > 1:  # a key of another member of a union: keys of two forms mixed
+            forms = " or ".join("/".join(f"`{k}:`" for k in list(m.model_fields)[:2])
+                                + (" …" if len(m.model_fields) > 2 else "") for m in members)
+            given = sorted({str(e["loc"][-1]) for e in errors if e["type"] == "extra_forbidden"
+                            and [q for q in e["loc"] if not _is_union_tag(q)][:-1] == loc[:-1]})
+            return (f"{head}: `{_key_path(loc[:-1])}` takes either {forms}, not keys of both"
+                    + (f" (got {', '.join(given)})" if given else "") + ".")
         hint = did_you_mean(bad, fields)
         moved = _moved_field(cls, loc[:-1], bad)
         if moved:
-            return (f"{where}: {key_path}{label}: '{bad}' is now set in the `{moved}:` block. Write it as "
+            return (f"{head}: '{bad}' is now set in the `{moved}:` block. Write it as "
                     f"`{moved}: {{{bad}: ...}}` (did you mean '{moved}.{bad}'?).")
         return (
-            f"{where}: {key_path}{label}: unknown key '{bad}'{hint}. "
+            f"{head}: unknown key '{bad}'{hint}. "
             f"Allowed keys here: {', '.join(sorted(fields))}."
         )
     if kind == "missing":
-        return f"{where}: {key_path}{label}: required key is missing. Add it (see `llmopt stages`)."
+        return f"{head}: required key is missing. Add it (see `llmopt stages`)."
     value = first.get("input")
     shown = repr(value) if not isinstance(value, dict) else "a mapping"
-    return f"{where}: {key_path}{label}: {first['msg']} (got {shown}). Fix the value (see `llmopt stages`)."
+    return f"{head}: {first['msg']} (got {shown}). Fix the value (see `llmopt stages`)."
+
+
+def _first_error(errors: list[dict]) -> dict:
+    """The error that explains the problem best: an unknown key (the likeliest cause, a typo) — unless a
+    union member that knows every given key failed otherwise (`source: {path: a, dev: b}`: path goes
+    without dev; that is the message, not the other member's "unknown key 'path'")."""
+    extras = [e for e in errors if e["type"] == "extra_forbidden"]
+    with_extras = {t for e in extras for t in e["loc"] if _is_union_tag(t)}
+    for e in errors:
+        tags = [t for t in e["loc"] if _is_union_tag(t) and t not in ("str", "int", "float", "dict")]
+        if e["type"] != "extra_forbidden" and tags and not with_extras.intersection(tags):
+            return e
+    return extras[0] if extras else errors[0]
 
 
 def _moved_field(cls: type[BaseModel], loc: list, bad: str) -> str | None:
@@ -261,7 +298,8 @@ def _moved_field(cls: type[BaseModel], loc: list, bad: str) -> str | None:
 
 def _is_union_tag(p: Any) -> bool:
     # pydantic puts the union member's name in the location, e.g. 'BuiltinSource' or 'str'
-    return isinstance(p, str) and (p[:1].isupper() or p in ("str", "int", "float", "list[str]", "dict"))
+    # ... or 'function-after[_one_layout(), FileSource]' for a member with a validator
+    return isinstance(p, str) and (p[:1].isupper() or "[" in p or p in ("str", "int", "float", "dict"))
 
 
 def _fields_at(cls: type[BaseModel], loc: list) -> list[str]:
@@ -303,6 +341,10 @@ def _key_path(parts: list) -> str:
 
 
 def _where(source: str, root: yaml.Node | None, path: list) -> str:
+    """'recipe.yaml:12' for a key in the file, or "override 'k=v'" when a command-line override set it."""
+    for key, item in _OVERRIDDEN.get().items():
+        if tuple(path[:len(key)]) == key:
+            return f"override '{item}'"
     line = _line_of(root, path)
     return f"{source}:{line}" if line else source
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
+from llmopt import console
 from llmopt.fsutil import atomic_write_json
 from llmopt.integrity import checksums, verify
 
@@ -44,7 +44,7 @@ def last_good_checkpoint(folder: Path, remove_bad: bool = True) -> Path | None:
         why = problem(p)
         if why is None:
             return p
-        print(f"[llmopt] checkpoint {p} is unusable: {why}; falling back to an earlier one", file=sys.stderr)
+        console.note(f"checkpoint {p} is unusable: {why}; falling back to an earlier one")
         if remove_bad:
             shutil.rmtree(p, ignore_errors=True)
     return None
