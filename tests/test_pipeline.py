@@ -86,6 +86,11 @@ def test_tiny_end_to_end_exact_files(tmp_path, tiny_bert, tiny_data):
     }
     # 48 train rows, batch 16 → 3 steps an epoch, one checkpoint an epoch
     expected |= {f"stages/01-finetune/checkpoints/checkpoint-{s}/{f}" for s in (3, 6) for f in CHECKPOINT_FILES}
+    # the reference's own ONNX Runtime int8 export, evaluated as a baseline: its config, tokenizer and settings files
+    source = {p.name for p in (run_dir / "stages/01-finetune/artifacts/model").iterdir()}
+    ort = {"config.json", "tokenizer.json", "tokenizer_config.json", "model.onnx", "onnx_model.json"}
+    expected |= {f"stages/02-evaluate/artifacts/reference-ort-int8/{f}" for f in ort | ({"llmopt_inference.json"} & source)}
+    expected.add("stages/02-evaluate/artifacts/predictions/finetune-ort-int8.jsonl")
     assert _files(run_dir) == expected
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -93,7 +98,8 @@ def test_tiny_end_to_end_exact_files(tmp_path, tiny_bert, tiny_data):
     assert str(tiny_data) in manifest["data_files"] and len(manifest["data_files"][str(tiny_data)]["sha256"]) == 64
 
     ev = json.loads((run_dir / "stages/02-evaluate/metrics.json").read_text())
-    assert set(ev["models"]) == {"majority", "tfidf", "finetune"}
+    assert set(ev["models"]) == {"majority", "tfidf", "finetune", "finetune-ort-int8"}
+    assert ev["models"]["finetune-ort-int8"]["kind"] == "baseline" and ev["ort_int8_baseline"] == "finetune-ort-int8"
     for m in ev["models"].values():
         assert m["n"] == 6 and m["accuracy_ci"][0] <= m["accuracy"] <= m["accuracy_ci"][1]
         assert m["latency_b1_p50_ms"] <= m["latency_b1_p95_ms"]

@@ -58,8 +58,21 @@ stages:
     assert {n: ev[n]["gate"]["parent"] for n in ("student", "trim", "int8")} == {
         "student": "teacher", "trim": "student", "int8": "trim"}
     assert ev["int8"]["gate"]["smaller"] is True
+    for n in ("student", "trim", "int8"):  # timed beside its parent, decided on an interval, not one p50 pair
+        g = ev[n]["gate"]
+        assert g["method"] == "paired" and g["timing"]["runs"] == 10 and g["margin"] == 0.03
+        assert g["verdict"] in ("faster", "slower", "no measurable difference") and len(g["ratio_ci"]) == 2
+        assert g["passed"] == (g["verdict"] == "faster" and g["smaller"])
+    # the teacher's own ONNX Runtime int8 export is a baseline; ONNX Runtime models are gated against it too
+    ort = ev["teacher-ort-int8"]
+    assert ort["kind"] == "baseline" and ort["runtime"] == "onnxruntime-dynamic_int8" and ort["source"] == "teacher"
+    assert ev["int8"]["gate_vs_ort_int8"]["parent"] == "teacher-ort-int8"
+    assert "gate_vs_ort_int8" not in ev["student"] and "gate" not in ort
+    assert metrics["evaluate"]["ort_int8_baseline"] == "teacher-ort-int8"
     assert ev["int8"]["weights_bytes"] < ev["trim"]["weights_bytes"] < ev["student"]["weights_bytes"]
     assert "gate" not in ev["teacher"] and "gate" not in ev["majority"]
     assert json.loads((run_dir / "stages" / "04-int8" / "artifacts" / "model" / "onnx_model.json").read_text())[
         "scheme"] == "dynamic_int8"
     assert (run_dir / "report" / "report.html").is_file()
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "Speed/size gates" in md and "teacher-ort-int8" in md

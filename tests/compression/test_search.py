@@ -61,6 +61,13 @@ def test_search_resumes_finished_candidates(tmp_path, tiny_teacher, data_stage, 
     assert (ctx.out_dir / "model" / "model.onnx").is_file()
     assert set(first["pareto"]) <= names and first["pareto"]
     assert "noisy" in first["note"]  # 24 dev rows cannot resolve a 1% tolerance
+    for c in first["candidates"].values():  # timed beside the teacher; the ORT int8 export of it reported too
+        assert c["gate"]["method"] == "paired" and c["gate"]["parent"] == "teacher" and len(c["gate"]["ratio_ci"]) == 2
+        assert c["gate"]["verdict"] in ("faster", "slower", "no measurable difference")
+        assert c["gate_vs_ort_int8"]["parent"] == "teacher-ort-int8" and c["gate_vs_ort_int8"]["method"] == "paired"
+    assert first["chosen"] in first["passed_gate"]
+    assert first["teacher_ort_int8_dev"]["accuracy"] is not None
+    assert (ctx.stage_dir / "onnx" / "_teacher-ort-int8" / "model.onnx").is_file()
     from llmopt.report.render import Doc
     from llmopt.stages import STAGES
 
@@ -82,3 +89,41 @@ def test_search_resumes_finished_candidates(tmp_path, tiny_teacher, data_stage, 
     assert again["resumed_candidates"] == ["L1-ffn100-trim-dynamic_int8"]
     assert set(again["candidates"]) == names
     assert (ctx.stage_dir / "candidates" / "L1-ffn100-trim-dynamic_int8.json").read_text() == kept
+
+
+def test_no_candidate_passing_the_gate_keeps_no_model(tmp_path, tiny_teacher, data_stage, monkeypatch):
+    import json
+
+    import llmopt.eval.speed as speed
+    from llmopt.errors import ModelError
+    from llmopt.stages.evaluate import EvaluateConfig
+    from llmopt.stages.evaluate import run as evaluate
+    from llmopt.stages.search import SearchConfig, run
+
+    def no_difference(**kw):  # every paired timing: a tie
+        return {"method": "paired", "ratio": 1.0, "ratio_ci": [0.99, 1.01], "runs": kw["runs"]}
+
+    monkeypatch.setattr(speed, "compare_latency", no_difference)
+    cfg = SearchConfig(id="search", teacher=str(tiny_teacher), space={"layers": [1], "ffn_keep": [1.0],
+                       "vocab_trim": [True], "scheme": ["dynamic_int8"]}, latency_runs=10, warmup=2,
+                       ort_int8_baseline=False,
+                       train={"max_steps": 2, "batch_size": 8, "max_length": 32, "early_stopping_patience": None})
+    ctx = make_ctx(tmp_path, "01-search", {"data": data_stage})
+    m = run(cfg, ctx).metrics
+    assert m["chosen"] is None and m["passed_gate"] == [] and "chosen_test" not in m
+    assert "none of the 1 candidates passed the speed/size gate" in m["choice"]
+    assert "no measurable difference" in m["choice"]
+    assert not (ctx.out_dir / "model").exists()
+    assert m["teacher_ort_int8_dev"] is None
+    from llmopt.report.render import Doc
+    from llmopt.stages import STAGES
+
+    doc = Doc()
+    STAGES["search"].section("search", m, doc)
+    assert "No model kept: none of the 1 candidates passed" in doc.markdown()
+
+    # a later evaluate naming the search stage: one clear error, not a traceback
+    (ctx.stage_dir / "metrics.json").write_text(json.dumps(m))
+    ev_ctx = make_ctx(tmp_path, "02-evaluate", {"data": data_stage, "search": ctx.stage_dir})
+    with pytest.raises(ModelError, match="stage 'search' wrote no model .*none of the 1 candidates passed"):
+        evaluate(EvaluateConfig(id="evaluate", models=["search"], baselines=[]), ev_ctx)

@@ -145,3 +145,24 @@ def annotate_gates(
         if name in entries and parent in entries:
             entries[name]["gate"] = speed_gate(entries[name], entries[parent], parent,
                                                timing=(timings or {}).get(name), margin=margin)
+
+
+def export_ort_int8_reference(src: Path, dest: Path, *, max_length: int = 128, allow_pickle: bool = False) -> Path:
+    """The reference model's own ONNX Runtime dynamic-int8 export (fused), written atomically to `dest`.
+
+    The best runtime one gets without compressing anything: a compressed ONNX Runtime model is only
+    worth having if it also beats this. Dynamic int8 needs no calibration data."""
+    import tempfile
+
+    from llmopt.compression.onnx_export import export_variants
+    from llmopt.errors import ModelError
+    from llmopt.fsutil import atomic_replace_dir
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".ort-int8-") as tmp:
+        got = export_variants(src, Path(tmp), ["dynamic_int8"], max_length=max_length, allow_pickle=allow_pickle)
+        if isinstance(got["dynamic_int8"], str):
+            raise ModelError(f"{src}: ONNX Runtime dynamic-int8 export of the reference failed: {got['dynamic_int8']}")
+        atomic_replace_dir(got["dynamic_int8"], dest)
+    return dest

@@ -26,6 +26,9 @@ class EvaluateConfig(StageConfig):
     warmup: int = Field(10, ge=1)
     latency_runs: int = Field(200, ge=10)
     throughput_batches: int = Field(10, ge=1)
+    ort_int8_baseline: bool = Field(
+        True, description="also export the reference (a PyTorch model) to ONNX Runtime dynamic int8, evaluate it "
+        "as a baseline and gate every ONNX Runtime model against it")
 
 
 
@@ -34,20 +37,39 @@ def _entry_name(ref: object) -> str:
     return Path(ref).name if ("/" in ref or ref.startswith(".")) else ref
 
 
+def _model_folder(ref: object, ctx: StageContext) -> Path:
+    """The folder a model ref names; a clear error for an earlier stage that kept no model (a search that
+    found no candidate passing its gate)."""
+    from llmopt.errors import ModelError
+    from llmopt.fsutil import read_json
+    from llmopt.models import resolve_model_ref
+
+    s = model_ref_str(ref)
+    folder = resolve_model_ref(s, ctx.stage_dirs)
+    if s in ctx.stage_dirs and not folder.exists():
+        m = ctx.stage_dirs[s] / "metrics.json"
+        why = read_json(m).get("choice") if m.is_file() else None
+        raise ModelError(f"stage '{s}' wrote no model" + (f" ({why})" if why else "") +
+                         f"; remove '{s}' from the evaluate stage's models, or change that stage so that it keeps one.")
+    return folder
+
+
 def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
     """Score every model and the baselines on one split: quality with intervals and a paired test against the
     reference, speed and size by one harness, per-example predictions in artifacts/predictions/."""
     import numpy as np
 
-    from llmopt.compression.gate import annotate_gates
+    import gc
+
+    from llmopt.compression.gate import MARGIN, export_ort_int8_reference, gate_parents, speed_gate
     from llmopt.compression.onnx_export import check_onnx_dir, is_onnx_dir
     from llmopt.data.artifact import load_data_artifact
     from llmopt.eval.baselines import MajorityBaseline, TfidfBaseline
     from llmopt.eval.metrics import classification_report, paired_bootstrap
     from llmopt.eval.predictors import load_predictor, predict_all
-    from llmopt.eval.speed import PeakRSS, measure_speed
+    from llmopt.eval.speed import PeakRSS, compare_latency, measure_speed
     from llmopt.fsutil import atomic_write_jsonl, dir_size_bytes
-    from llmopt.models import check_model_dir, resolve_model_ref, weights_size_bytes
+    from llmopt.models import check_model_dir, weights_size_bytes
 
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
     rows = data.split(cfg.split)
@@ -59,11 +81,13 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
 
     entries: dict[str, dict[str, Any]] = {}
     preds: dict[str, np.ndarray] = {}
+    builders: dict[str, Any] = {}  # name -> function that loads the predictor again, for paired timing
 
     def score(name: str, kind: str, build, size_path: Path | None, weights_path: Path | None) -> None:
         with PeakRSS() as mem:  # loading + inference over the whole split
             predictor = build()
             probs = predict_all(predictor, texts, cfg.batch_size)
+        builders[name] = build
         # timed with the memory sampler stopped: its wake-ups would steal a core from the timed threads
         speed = measure_speed(
             predictor.predict_proba, texts=texts, threads=threads, warmup=cfg.warmup, latency_runs=cfg.latency_runs,
@@ -102,24 +126,57 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
         tf.save(baseline_dir / "tfidf.json")
         score("tfidf", "baseline", lambda: tf, baseline_dir / "tfidf.json", None)
 
-    model_names = []
+    model_names, model_refs = [], {}
     for ref in cfg.models:
-        folder = resolve_model_ref(model_ref_str(ref), ctx.stage_dirs)
+        folder = _model_folder(ref, ctx)
         onnx = is_onnx_dir(folder)  # an exported model: model.onnx + tokenizer + config.json
         folder = check_onnx_dir(folder) if onnx else check_model_dir(folder, allow_pickle=ctx.allow_pickle)
         name = _entry_name(ref)
         model_names.append(name)
+        model_refs[name] = model_ref_str(ref)
         score(name, "model", lambda f=folder: load_predictor(f, cfg.max_length, threads, ctx.allow_pickle), folder,
               folder / "model.onnx" if onnx else folder)
         entries[name]["path"] = str(folder)
-    # compressed models against their nearest evaluated ancestor, timed by the same harness here
-    annotate_gates(entries, {_entry_name(r): model_ref_str(r) for r in cfg.models}, ctx.stage_dirs)
-
     reference = _entry_name(cfg.reference) if cfg.reference else model_names[0]
     if reference not in entries:
         from llmopt.errors import RecipeError
 
         raise RecipeError(f"evaluate '{cfg.id}': reference '{cfg.reference}' is not among models {cfg.models}.")
+
+    # the reference's own ONNX Runtime dynamic-int8 export: the best runtime one gets without compressing
+    ort_ref = None
+    ref_path = entries[reference].get("path")  # None when the reference is a baseline
+    if cfg.ort_int8_baseline and ref_path and not is_onnx_dir(Path(ref_path)):
+        ort_ref = f"{reference}-ort-int8"
+        while ort_ref in entries:
+            ort_ref += "_"
+        dest = ctx.out_dir / "reference-ort-int8"
+        export_ort_int8_reference(Path(ref_path), dest, max_length=cfg.max_length or 128,
+                                  allow_pickle=ctx.allow_pickle)
+        score(ort_ref, "baseline", lambda: load_predictor(dest, cfg.max_length, threads), dest, dest / "model.onnx")
+        entries[ort_ref].update(path=str(dest), source=reference)
+
+    def paired(child: str, parent: str) -> dict[str, Any]:
+        """Both predictors alive at once, timed interleaved (ABBA) on the same batch-1 inputs."""
+        a, b = builders[child](), builders[parent]()
+        try:
+            return compare_latency(child=a.predict_proba, parent=b.predict_proba, texts=texts, threads=threads,
+                                   runs=cfg.latency_runs, warmup=cfg.warmup, resamples=cfg.bootstrap_resamples,
+                                   seed=ctx.seed)
+        finally:
+            del a, b
+            gc.collect()
+
+    # compressed models against their nearest evaluated ancestor; ONNX Runtime models also against the
+    # reference's ONNX Runtime int8 export
+    for child, parent in gate_parents(model_refs, ctx.stage_dirs).items():
+        entries[child]["gate"] = speed_gate(entries[child], entries[parent], parent, timing=paired(child, parent))
+    if ort_ref is not None:
+        for name in model_names:
+            if entries[name]["runtime"].startswith("onnxruntime"):
+                entries[name]["gate_vs_ort_int8"] = speed_gate(entries[name], entries[ort_ref], ort_ref,
+                                                               timing=paired(name, ort_ref))
+
     for name, e in entries.items():
         if name != reference:
             e["vs_reference"] = paired_bootstrap(
@@ -133,6 +190,10 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
             "reference": reference,
             "threads": threads,
             "timing": "end to end (tokenization + forward), batch 1 over real test sentences after warm-up",
+            "gate_timing": (f"paired: model and its parent alive at once, timed interleaved in ABBA order on the "
+                            f"same batch-1 inputs ({cfg.latency_runs} pairs); faster = the 95% bootstrap interval "
+                            f"of the median latency ratio lies below {1 - MARGIN:.2f}"),
+            "ort_int8_baseline": ort_ref,
             "models": entries,
         }
     )
