@@ -115,7 +115,7 @@ def test_teacher_int8_export_is_compared_and_is_a_candidate():
     assert rec["vs_ort_int8"]["verdict"] == "faster"  # from the recorded (paired) gate, not the p50s (1.5×)
     doc = Doc()
     section(ev, doc)
-    assert "than the teacher's ONNX Runtime int8 export (teacher-ort-int8)" in doc.markdown()
+    assert "than the teacher's ONNX Runtime int8 export, teacher-ort-int8" in doc.markdown()
 
     # the same compressed model, not faster than the teacher's int8 export, is not eligible; the export has no
     # gate of its own and is timed against the teacher from the two entries' per-run latencies when they exist

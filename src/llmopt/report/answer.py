@@ -119,6 +119,8 @@ def recommend(ev: dict[str, Any], keep: float = KEEP, alpha: float = ALPHA) -> d
             m = {**m, "gate": speed_gate(m, ref, reference)}
         a_ok, a_why = accuracy_check(m, ref, keep, alpha)
         g_ok, g_why = gate_check(m)
+        if name == ort and not m.get("gate"):
+            g_why = "not timed against the teacher (no per-run latencies recorded)"
         cands[name] = {"accuracy_ok": a_ok, "accuracy_why": a_why, "gate_ok": g_ok, "gate_why": g_why,
                        "qualifies": a_ok and g_ok}
     ok = [n for n, c in cands.items() if c["qualifies"]]
@@ -217,12 +219,12 @@ def section(ev: dict[str, Any], doc: Any, files: dict[str, str] | None = None) -
     if rec["kind"] == "reference":
         lines.append(f"{what} is the reference every other model was tested against. Why: {rec['reason']}.")
     else:
-        vs = [f"{speed_phrase(rec['vs_reference'])} and {size_phrase(rec['vs_reference'])} than the teacher "
-              f"({reference})"]
+        vs = [f"{speed_phrase(rec['vs_reference'])} and {size_phrase(rec['vs_reference'])} than the teacher, "
+              f"{reference}"]
         if rec["vs_ort_int8"]:
             vs.append(f"{speed_phrase(rec['vs_ort_int8'])} and {size_phrase(rec['vs_ort_int8'])} than the "
-                      f"teacher's ONNX Runtime int8 export ({rec['ort_int8']})")
-        lines.append(f"{what} is " + "; ".join(vs) + " (batch-1 latency; size = weights on disk). "
+                      f"teacher's ONNX Runtime int8 export, {rec['ort_int8']}")
+        lines.append(f"{what} is " + "; and ".join(vs) + " (speed: batch-1 latency; size: weights on disk). "
                      f"Why: {rec['reason']}.")
     ref = models[reference]
     acc = f"Test accuracy (n = {ev['n']:,}): {_pct(m['accuracy'])}%{_ci(m.get('accuracy_ci'))}"
@@ -243,10 +245,11 @@ def section(ev: dict[str, Any], doc: Any, files: dict[str, str] | None = None) -
         doc.p(line)
     roles: dict[str, list[str]] = {name: ["recommended"]}
     roles.setdefault(reference, []).append("teacher (reference)")
-    if rec["ort_int8"] in models:
-        roles.setdefault(rec["ort_int8"], []).append("teacher's ORT int8 export")
+    ort = ort_int8_of(ev)
+    if ort is not None:
+        roles.setdefault(ort, []).append("teacher's ORT int8 export")
     for b, e in models.items():
-        if e.get("kind") == "baseline":
+        if e.get("kind") == "baseline" and b != ort:
             roles.setdefault(b, []).append("baseline")
     rows = [[n, ", ".join(r), _pct(models[n]["accuracy"]) + _ci(models[n].get("accuracy_ci")),
              _ms(models[n].get("latency_b1_p50_ms")), _mb(size_of(models[n]))] for n, r in roles.items()]
@@ -255,8 +258,8 @@ def section(ev: dict[str, Any], doc: Any, files: dict[str, str] | None = None) -
         doc.p(f"Note: {rec['baseline_note']}.")
     if rec["candidates"]:
         doc.table(["model", "accuracy budget", "speed/size gate", "verdict"],
-                  [[n, ("ok: " if c["accuracy_ok"] else "fails: ") + c["accuracy_why"],
-                    ("ok: " if c["gate_ok"] else "fails: ") + c["gate_why"],
+                  [[n, ("✓ " if c["accuracy_ok"] else "✗ ") + c["accuracy_why"],
+                    ("✓ " if c["gate_ok"] else "✗ ") + c["gate_why"],
                     "recommended" if n == name else "not eligible" if not c["qualifies"]
                     else "qualifies, but a baseline is more accurate" if rec["kind"] == "baseline"
                     else "qualifies, slower"]
