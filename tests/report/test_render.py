@@ -156,3 +156,30 @@ def test_report_opens_with_the_answer_and_no_wide_table(tmp_path, minilm_path):
     assert "Base model: builtin:minilm." in md and "site-packages" not in md
     html = (run / "report" / "report.html").read_text()
     assert max(table_widths(html)) <= MAX_COLUMNS
+
+
+def _search_metrics(chosen: str | None = "L2-ffn50-trim-dynamic_int8") -> dict:
+    cands = {}
+    for i, (layers, ffn) in enumerate([(2, 1.0), (2, 0.5), (3, 0.5)]):
+        name = f"L{layers}-ffn{int(100 * ffn)}-trim-dynamic_int8"
+        acc = 0.78 + 0.01 * i
+        cands[name] = {"accuracy": acc, "accuracy_ci": [acc - 0.03, acc + 0.03], "macro_f1": acc,
+                       "latency_b1_p50_ms": 1.0 + 0.5 * i - (0.6 if ffn < 1 and layers == 2 else 0),
+                       "size_bytes": 5_000_000 * layers * (1 + ffn), "params": 1_000_000 * layers,
+                       "gate": gate("teacher", passed=i != 2, ratio=0.3), "within_tolerance": i > 0,
+                       "layers": layers, "ffn_keep": ffn, "vocab_trim": True, "scheme": "dynamic_int8"}
+    return {"parent": "teacher", "teacher_dev": {"accuracy": 0.80, "accuracy_ci": [0.77, 0.83],
+                                                 "latency_b1_p50_ms": 6.0, "size_bytes": 90_000_000},
+            "min_dev_accuracy": 0.792, "max_drop": 0.01, "drop": "relative", "objective": "latency",
+            "candidates": cands, "pareto": ["L2-ffn50-trim-dynamic_int8", "L3-ffn50-trim-dynamic_int8"],
+            "chosen": chosen, "choice": "fastest within tolerance that passed the gate" if chosen else "none passed",
+            "skipped_for_time": []}
+
+
+def test_search_section_tables_fit_and_the_plot_builds():
+    doc = Doc()
+    STAGES["search"].section("search", _search_metrics(), doc)
+    assert max(table_widths(doc.html("t"))) <= MAX_COLUMNS
+    assert list(doc.figures) == ["search-pareto.svg"]
+    ET.fromstring(doc.figures["search-pareto.svg"])
+    assert "| chosen |" in doc.markdown()

@@ -259,15 +259,21 @@ def section(sid: str, m: dict, doc: Any) -> None:
             return "—"
         return f"{g['latency_ratio']:.3f} [{g['ratio_ci'][0]:.3f}, {g['ratio_ci'][1]:.3f}]"
 
-    head = ["candidate", "dev acc % [95% CI]", "p50 ms", "size MB", "params", "latency ÷ teacher [95% CI]",
-            "latency ÷ teacher ORT int8 [95% CI]", "gate", "within tolerance", "Pareto"]
-    rows = [[n, _pct(c["accuracy"]) + _ci(c["accuracy_ci"]), _num(c["latency_b1_p50_ms"]),
-             _num(c["size_bytes"] / 2**20), f"{c['params']:,}", ratio(c["gate"]), ratio(c.get("gate_vs_ort_int8")),
-             "passed" if c["gate"]["passed"] else f"flagged: {c['gate']['flag']}",
-             "yes" if c["within_tolerance"] else "no", "yes" if n in m["pareto"] else ""]
-            for n, c in m["candidates"].items()]
-    doc.table(head, rows)
+    # two narrow tables (what each candidate is and how accurate; how fast and large) rather than one of ten columns
+    cands = m["candidates"].items()
+    doc.table(["candidate", "layers", "FFN kept", "vocabulary", "scheme", "dev acc % [95% CI]", "within tolerance",
+               "result"],
+              [[n, str(c.get("layers", "")), _num(c.get("ffn_keep"), "{:.0%}"),
+                "trimmed" if c.get("vocab_trim") else "full", str(c.get("scheme", "")),
+                _pct(c["accuracy"]) + _ci(c["accuracy_ci"]), "yes" if c["within_tolerance"] else "no",
+                "chosen" if n == m["chosen"] else "Pareto frontier" if n in m["pareto"] else ""] for n, c in cands])
+    doc.table(["candidate", "p50 ms", "weights MB", "params", "latency ÷ teacher [95% CI]",
+               "latency ÷ teacher ORT int8 [95% CI]", "gate"],
+              [[n, _num(c["latency_b1_p50_ms"]), _num(c["size_bytes"] / 2**20), f"{c['params']:,}", ratio(c["gate"]),
+                ratio(c.get("gate_vs_ort_int8")), "passed" if c["gate"]["passed"] else f"flagged: {c['gate']['flag']}"]
+               for n, c in cands])
     if m["candidates"]:
         name = f"{sid}-pareto.svg"
         svg = plots.search_pareto(m["candidates"], t, m["pareto"], m["chosen"], m["min_dev_accuracy"])
-        doc.figure(name, svg, "Search candidates: dev accuracy against latency")
+        doc.figure(name, svg, "Search candidates: dev accuracy against batch-1 latency; marker area ∝ size on disk; "
+                   "the line is the Pareto frontier, the dashed line the accuracy tolerance")
