@@ -1,22 +1,25 @@
-"""Reliability benchmark: bad inputs of every category and a kill -9 matrix, with counts.
+"""Reliability benchmark: structured bad inputs of every category and a kill -9 matrix, with counts.
 
-Prints a table and writes bench/results/reliability.json. Bigger than the test suite's matrix:
-every fault point at several hit counts plus random-moment kills, and random bad files per format.
+Prints a table and writes bench/results/reliability.json (`--only bad_inputs` or `--only crash` rewrites
+one key and keeps the other). Bigger than the test suite's matrix: >= 100 bad inputs per data format and
+for recipes (valid files and shipped recipes with one thing wrong), every fault point at several hit
+counts plus random-moment kills.
 """
 
 from __future__ import annotations
 
-import io
+import argparse
 import json
 import random
 import sys
 import tempfile
-from collections import Counter, defaultdict
-from contextlib import redirect_stderr
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "reliability.json"
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+PER_FORMAT, RECIPE_CASES, PROCESS_SAMPLE = 120, 140, 10
 
 CRASH_RECIPE = """\
 version: 1
@@ -40,53 +43,30 @@ RANDOM_KILLS = 8
 
 
 def bad_inputs(root: Path, tiny: Path) -> dict:
-    from llmopt.cli import main
-    from llmopt.data.readers import read_examples
-    from llmopt.errors import LlmoptError
-    from llmopt.recipe import parse_recipe
-    from llmopt.testing.bad_inputs import named_cases
+    """Every structured bad input through the CLI in this process, plus a sample through real processes."""
+    from llmopt.testing.bad_data import data_cases
+    from llmopt.testing.bad_inputs import model_cases, run_case
+    from llmopt.testing.bad_recipes import recipe_cases
 
-    outcomes: dict[str, Counter] = defaultdict(Counter)
-    for name, (cat, recipe, expected) in named_cases(root / "named", tiny).items():
-        buf = io.StringIO()
-        with redirect_stderr(buf):
-            rc = main(["run", str(recipe), "--runs-dir", str(root / "runs")])
-        err = buf.getvalue()
-        clear = rc == 2 and expected in err and "Traceback" not in err
-        outcomes[cat]["clear_error" if clear else "unclear"] += 1
-    rng = random.Random(0)
-    files = root / "random"
-    files.mkdir()
-    for i in range(400):  # random bytes, mutated good files, random recipes
-        fmt = rng.choice(["jsonl", "csv", "tsv", "parquet"])
-        p = files / f"{i}.{fmt}"
-        base = b'{"text": "a b", "label": "x"}\n' * 3 if fmt == "jsonl" else b"text,label\na b,x\n"
-        blob = bytearray(base if rng.random() < 0.5 else rng.randbytes(rng.randint(0, 200)))
-        for _ in range(rng.randint(0, 5)):
-            if blob:
-                blob[rng.randrange(len(blob))] = rng.randrange(256)
-        p.write_bytes(bytes(blob))
-        try:
-            read_examples(p, "auto", "text", "label")
-            outcomes[f"random {fmt}"]["accepted_valid"] += 1
-        except LlmoptError as e:
-            outcomes[f"random {fmt}"]["clear_error" if str(p) in str(e) else "unclear"] += 1
-        except Exception as e:  # anything else is a bug: a traceback for the user
-            outcomes[f"random {fmt}"][f"crash {type(e).__name__}"] += 1
-    for i in range(200):
-        text = "".join(rng.choice("version: 1\nname: x\nstages:\n - {id: a, type: data}[]{}:-#'\"\t ") for _ in range(rng.randint(0, 120)))
-        try:
-            parse_recipe(text, source="r.yaml", check_paths=False)
-            outcomes["random recipe"]["accepted_valid"] += 1
-        except LlmoptError as e:
-            outcomes["random recipe"]["clear_error" if str(e).startswith("r.yaml") else "unclear"] += 1
-        except Exception as e:
-            outcomes["random recipe"][f"crash {type(e).__name__}"] += 1
-    tried = sum(sum(c.values()) for c in outcomes.values())
-    rejected = sum(sum(v for k, v in c.items() if k != "accepted_valid") for c in outcomes.values())
-    clear = sum(c["clear_error"] for c in outcomes.values())
-    return {"tried": tried, "rejected": rejected, "clear_errors": clear, "accepted_valid": tried - rejected,
-            "by_category": {k: dict(v) for k, v in outcomes.items()}}
+    cases = (data_cases(root / "data", PER_FORMAT) + recipe_cases(RECIPES, root, RECIPE_CASES)
+             + model_cases(root / "model", tiny))
+    results = [(c, *run_case(c, root / "runs" / str(i))) for i, c in enumerate(cases)]
+    # `llmopt run` in a fresh process, recipes included: exit 2, one line, no run directory
+    sample = random.Random(2).sample([c for c, outcome, _ in results if outcome == "clear_error"], PROCESS_SAMPLE)
+    results += [(replace(c, category="process sample", command="run"),
+                 *run_case(replace(c, command="run"), root / "process" / str(i), subprocess_run=True))
+                for i, c in enumerate(sample)]
+    by_category: dict[str, dict] = {}
+    for case, outcome, why in results:
+        cat = by_category.setdefault(case.category, {"tried": 0, "clear_error": 0, "accepted_valid": 0, "bad": 0,
+                                                     "kinds": {}, "bad_examples": []})
+        cat["tried"] += 1
+        cat[outcome] += 1
+        cat["kinds"][case.kind] = cat["kinds"].get(case.kind, 0) + 1
+        if outcome == "bad" and len(cat["bad_examples"]) < 5:
+            cat["bad_examples"].append({"kind": case.kind, "why": why.replace(str(root), "<tmp>")})
+    totals = {k: sum(c[k] for c in by_category.values()) for k in ("tried", "clear_error", "accepted_valid", "bad")}
+    return {**totals, "by_category": by_category}
 
 
 def crashes(root: Path, tiny: Path) -> dict:
@@ -121,23 +101,40 @@ def main() -> int:
     from llmopt.models import builtin_model_path
     from llmopt.testing.bad_inputs import make_tiny_bert
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["bad_inputs", "crash"], help="run one part; the other key is kept")
+    parts = [p for p in ("bad_inputs", "crash") if parser.parse_args().only in (None, p)]
+    ok = True
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         tiny = make_tiny_bert(root / "tiny-bert", builtin_model_path("minilm"))
-        bad = bad_inputs(root / "bad", tiny)
-        print("kill -9 matrix:")
-        crash = crashes(root / "crash", tiny)
-    result = {"bad_inputs": bad, "crash": crash}
+        if "bad_inputs" in parts:
+            bad = bad_inputs(root / "bad", tiny)
+            save("bad_inputs", bad)
+            print(f"{'category':20}{'tried':>7}{'clear_error':>13}{'accepted_valid':>16}{'bad':>6}")
+            for cat, c in {**bad["by_category"], "total": bad}.items():
+                print(f"{cat:20}{c['tried']:7}{c['clear_error']:13}{c['accepted_valid']:16}{c['bad']:6}")
+            for cat, c in bad["by_category"].items():
+                for ex in c["bad_examples"]:
+                    print(f"  bad {cat} {ex['kind']}: {ex['why'][:300]}")
+            ok &= bad["bad"] == 0
+        if "crash" in parts:
+            print("kill -9 matrix:")
+            crash = crashes(root / "crash", tiny)
+            save("crash", crash)
+            print(f"crash points tried {crash['tried']}, killed {crash['kills']}, resumed OK {crash['resumed_ok']}, "
+                  f"lost {crash['lost']}")
+            ok &= crash["lost"] == 0
+    return 0 if ok else 1
+
+
+def save(key: str, value: dict) -> None:
+    """Read-modify-write one key of the results file, right away: the other key is kept as it is now."""
+    result = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    result[key] = value
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'category':32}{'outcomes'}")
-    for cat, c in bad["by_category"].items():
-        print(f"{cat:32}{', '.join(f'{k}: {v}' for k, v in sorted(c.items()))}")
-    print(f"bad inputs tried {bad['tried']}, rejected {bad['rejected']}, clear errors {bad['clear_errors']}")
-    print(f"crash points tried {crash['tried']}, killed {crash['kills']}, resumed OK {crash['resumed_ok']}, "
-          f"lost {crash['lost']}")
-    print(f"wrote {OUT}")
-    return 0 if crash["lost"] == 0 and bad["clear_errors"] == bad["rejected"] else 1
+    print(f"wrote {key} to {OUT}")
 
 
 if __name__ == "__main__":

@@ -1,121 +1,59 @@
-"""Bad input of every kind ends in one clear error (what, where, what to do), exit 2, nothing left behind."""
+"""Bad input of every kind ends in one clear error (file, place, culprit), exit 2, nothing left behind;
+a change that leaves a legal input (a BOM, a 1 MB row) loads every row.
 
-import json
+Every structured mutation once (per data format), in this process; bench/bad_inputs.py runs >= 100
+per category. Cases come from llmopt.testing.bad_data / bad_recipes.
+"""
+
+import dataclasses
 from pathlib import Path
 
 import pytest
-import yaml
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from llmopt.cli import main
-from llmopt.data.readers import read_examples
-from llmopt.errors import DataError, LlmoptError, RecipeError
-from llmopt.recipe import parse_recipe
+from llmopt.errors import LlmoptError
+from llmopt.testing.bad_data import DATA_MUTATIONS, FORMATS, data_cases
+from llmopt.testing.bad_inputs import model_cases, run_case
+from llmopt.testing.bad_recipes import RECIPE_MUTATIONS, recipe_cases
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
 
-
-@FAST
-@given(st.text(max_size=400))
-def test_recipe_loader_on_random_text(text):
-    try:
-        parse_recipe(text, source="r.yaml", check_paths=False)
-    except RecipeError as e:
-        assert str(e).startswith("r.yaml")
+KINDS = [(fmt, k) for fmt in FORMATS for k, (fmts, _) in DATA_MUTATIONS.items() if fmt in fmts]
+KINDS += [("recipe", k) for k in RECIPE_MUTATIONS]
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
-    max_leaves=20,
-)
-stage_like = st.fixed_dictionaries(
-    {"id": st.sampled_from(["data", "ft", "ev", "", "1x"]),
-     "type": st.sampled_from(["data", "finetune", "evaluate", "report", "nope"])},
-    optional={"data": json_values, "models": json_values, "source": json_values, "epochs": json_values,
-              "model": json_values, "learning_rate": json_values},
-)
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    return root, {(c.category, c.kind): c for c in data_cases(root / "data") + recipe_cases(RECIPES, root)}
 
 
-@FAST
-@given(st.fixed_dictionaries({"version": json_values, "name": json_values,
-                              "stages": st.lists(stage_like, max_size=4) | json_values}))
-def test_recipe_loader_on_random_structures(obj):
-    try:
-        parse_recipe(yaml.safe_dump(obj), source="r.yaml", check_paths=False)
-    except RecipeError as e:
-        assert str(e).startswith("r.yaml")
+@pytest.mark.parametrize("category, kind", KINDS)
+def test_one_clear_error_or_every_row_loads(cases, category, kind):
+    root, found = cases
+    case = found[category, kind]
+    outcome, why = run_case(case, root / "runs" / f"{category}-{kind}")
+    assert outcome == ("accepted_valid" if case.rows is not None else "clear_error"), why
 
 
-@FAST
-@given(st.binary(max_size=300), st.sampled_from(["jsonl", "csv", "tsv", "parquet"]))
-def test_readers_on_random_bytes(tmp_path, blob, fmt):
-    p = tmp_path / f"d.{fmt}"
-    p.write_bytes(blob)
-    try:
-        rows = read_examples(p, "auto", "text", "label")
-    except DataError as e:
-        assert str(p) in str(e)
-    else:
-        assert all(r.text.strip() and r.label for r in rows)
+def test_generators_cover_every_kind_and_scale(tmp_path):
+    assert {(c.category, c.kind) for c in data_cases(tmp_path / "a") + recipe_cases(RECIPES, tmp_path)} == set(KINDS)
+    big = data_cases(tmp_path / "b", per_format=30, seed=1)
+    assert [sum(c.category == f for c in big) for f in FORMATS] == [30] * 4
+    assert {c.kind for c in big if c.category == "jsonl"} == {k for f, k in KINDS if f == "jsonl"}
 
 
-@FAST
-@given(st.lists(st.dictionaries(st.sampled_from(["text", "label", "extra"]), json_values, max_size=3), max_size=6))
-def test_jsonl_reader_on_random_records(tmp_path, records):
-    p = tmp_path / "d.jsonl"
-    p.write_text("".join(json.dumps(r) + "\n" for r in records))
-    try:
-        rows = read_examples(p, "jsonl", "text", "label")
-    except DataError as e:
-        assert str(p) in str(e)
-    else:
-        assert len(rows) == len(records)
+@pytest.mark.parametrize("category, kind", [("csv", "stray_quote"), ("recipe", "unknown_ref")])
+def test_a_real_process_prints_one_line_and_leaves_no_run(cases, category, kind):
+    root, found = cases
+    case = dataclasses.replace(found[category, kind], command="run")  # recipes too: no run directory may appear
+    outcome, why = run_case(case, root / "process" / kind, subprocess_run=True)
+    assert outcome == "clear_error", why
 
 
-# --- named cases, through the CLI: exit 2, one message, no traceback, no run directory left ---
-
-
-def test_every_named_bad_input_gets_one_clear_error(tmp_path, tiny_bert, capsys):
-    from llmopt.testing.bad_inputs import named_cases
-
-    cases = named_cases(tmp_path, tiny_bert)
-    assert len(cases) == 17
-    for name, (_, recipe, expected) in cases.items():
-        runs = tmp_path / f"runs-{name.replace(' ', '_')}"
-        rc = main(["run", str(recipe), "--runs-dir", str(runs)])
-        err = capsys.readouterr().err
-        assert rc == 2, f"{name}: exit {rc}\n{err}"
-        assert expected in err, f"{name}: {err}"
-        errors = [line for line in err.splitlines() if not line.startswith("[llmopt] ")]  # progress lines aside
-        assert len(errors) == 1 and errors[0].startswith("llmopt: error: "), f"{name}: not one error line: {err}"
-        assert "Traceback" not in err
-        assert not runs.exists() or not any(runs.rglob("*")), f"{name}: left {list(runs.rglob('*'))}"
-
-
-def _write(tmp_path: Path, name: str, content: bytes) -> Path:
-    p = tmp_path / name
-    p.write_bytes(content)
-    return p
-
-
-def _recipe(tmp_path: Path, source: str) -> Path:
-    p = tmp_path / "r.yaml"
-    p.write_text(f"version: 1\nname: bad\nstages:\n  - {{id: data, type: data, source: {source}}}\n")
-    return p
-
-
-def test_no_traceback_through_a_real_process(tmp_path):
-    import subprocess
-    import sys
-
-    p = _write(tmp_path, "x.jsonl", b'{"text": "\xff\xfe", "label": "a"}\n')
-    recipe = _recipe(tmp_path, f"{{path: {p}}}")
-    out = subprocess.run([sys.executable, "-m", "llmopt.cli", "run", str(recipe), "--runs-dir", str(tmp_path / "runs")],
-                         capture_output=True, text=True)
-    assert out.returncode == 2 and "Traceback" not in out.stderr and f"{p}:1: not valid UTF-8" in out.stderr
-    assert not (tmp_path / "runs" / "bad").exists() or not any((tmp_path / "runs" / "bad").iterdir())
+def test_bad_model_folders(tmp_path, tiny_bert):
+    for case in model_cases(tmp_path / "model", tiny_bert):
+        outcome, why = run_case(case, tmp_path / "runs" / case.kind)
+        assert outcome == "clear_error", why
 
 
 def test_all_user_errors_share_one_base_class():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import gzip
 import importlib.util
 import io
 import json
@@ -61,7 +62,11 @@ def read_examples(path: Path, fmt: str, text_column: str, label_column: str) -> 
         return next(iter(splits.values()))
     else:
         raise DataError(f"{path}: unknown format '{fmt}'. Use one of {', '.join(FORMATS)}.")
-    return [_to_example(row, where, text_column, label_column) for where, row in rows]
+    examples = [_to_example(row, where, text_column, label_column) for where, row in rows]
+    if not examples:  # said here, where the file is known; an empty split later could not name it
+        raise DataError(f"{path}: no data rows. Add labelled rows, or leave this file out of the recipe.")
+    _check_one_label_type(rows, label_column)
+    return examples
 
 
 def read_disk_splits(path: Path, text_column: str, label_column: str) -> dict[str, list[Example]]:
@@ -126,8 +131,16 @@ def read_rotten_tomatoes() -> list[Example]:
 
 def _decode(path: Path) -> str:
     data = path.read_bytes()
-    if path.suffix == ".bz2":
-        data = bz2.decompress(data)
+    try:
+        if path.suffix == ".bz2":
+            data = bz2.decompress(data)
+        elif path.suffix == ".gz":
+            data = gzip.decompress(data)
+    except (OSError, EOFError, ValueError) as e:
+        msg = f"{path}: not a readable {path.suffix} file ({e}). Compress it again or give the plain file."
+        raise DataError(msg) from None
+    if data[:4] == b"PAR1":
+        raise DataError(f"{path}: this is a Parquet file. Name it .parquet or set `format: parquet`.")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -146,7 +159,7 @@ def _jsonl_rows(path: Path) -> list[tuple[str, Any]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno}). Fix or remove that line.") from None
+            raise DataError(f"{path}:{n}: invalid JSON ({e.msg}; column {e.colno}). Fix or remove that line.") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{n}: expected a JSON object per line, got {type(obj).__name__}.")
         rows.append((f"{path}:{n}", obj))
@@ -154,18 +167,46 @@ def _jsonl_rows(path: Path) -> list[tuple[str, Any]]:
 
 
 def _csv_rows(path: Path, delimiter: str) -> list[tuple[str, Any]]:
-    reader = csv.DictReader(io.StringIO(_decode(path), newline=""), delimiter=delimiter)
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # the default 128 kB refuses legal long texts
+    reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter=delimiter)
     rows = []
     try:
-        for row in reader:
-            if None in row:
-                raise DataError(f"{path}:{reader.line_num}: more fields than the header has. Quote fields that contain '{delimiter}'.")
-            rows.append((f"{path}:{reader.line_num}", row))
+        header = next((fields for fields in reader if fields), None)  # blank lines are skipped, as between rows
+        if header is None:
+            raise DataError(f"{path}: empty file; expected a header line with the column names.")
+        _check_delimiter(f"{path}:{reader.line_num}", header, delimiter)
+        end = reader.line_num
+        for fields in reader:
+            start, end = end + 1, reader.line_num  # a quoted field may span lines
+            if not fields:
+                continue
+            if len(fields) > len(header):
+                raise DataError(f"{path}:{end}: more fields than the header has. "
+                                f"Quote fields that contain '{delimiter}'.")
+            if len(fields) < len(header) and end > start:  # a quote swallowed the lines after it
+                raise DataError(f"{path}:{start}: fewer fields than the header has; the row runs on to line {end}: "
+                                'is a quote left open? Close it, or double quotes inside a field ("").')
+            if len(fields) < len(header):
+                raise DataError(f"{path}:{end}: fewer fields than the header has. Every row needs a text and a label.")
+            if fields == header:
+                raise DataError(f"{path}:{end}: the header line again (files joined together?). Remove that line.")
+            rows.append((f"{path}:{end}", dict(zip(header, fields))))
     except csv.Error as e:
-        raise DataError(f"{path}:{reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({e}).") from None
-    if reader.fieldnames is None:
-        raise DataError(f"{path}: empty file; expected a header line with the column names.")
+        raise DataError(f"{path}:{reader.line_num}: malformed {kind} ({e}).") from None
     return rows
+
+
+def _check_delimiter(where: str, header: list[str], delimiter: str) -> None:
+    """One column whose name holds another separator: the file is not what its name says."""
+    if len(header) != 1:
+        return
+    other = next((d for d in ("\t", ",", ";", "|") if d != delimiter and d in header[0]), None)
+    if other is None:
+        return
+    fix = {"\t": "name it .tsv or set `format: tsv`", ",": "name it .csv or set `format: csv`"}.get(
+        other, f"re-save it with {'tabs' if delimiter == chr(9) else 'commas'} between fields")
+    raise DataError(f"{where}: one column {header[0]!r}; the file looks {other!r}-separated: {fix}.")
 
 
 def _parquet_rows(path: Path) -> list[tuple[str, Any]]:
@@ -186,6 +227,10 @@ def _to_example(row: dict, where: str, text_column: str, label_column: str) -> E
                 "Set `text_column:` / `label_column:` in the recipe."
             )
     text, label = row[text_column], row[label_column]
+    if text is None:
+        raise DataError(f"{where}: no text (null in '{text_column}'). Remove the row or fill in its text.")
+    if isinstance(text, bytes):
+        raise DataError(f"{where}: '{text_column}' holds bytes, not text. Store it as a UTF-8 string column.")
     if not isinstance(text, str):
         raise DataError(f"{where}: '{text_column}' must be a string, got {type(text).__name__}.")
     if not text.strip():
@@ -194,8 +239,9 @@ def _to_example(row: dict, where: str, text_column: str, label_column: str) -> E
 
 
 def _label_str(label: Any, where: str, col: str) -> str:
-    if isinstance(label, bool) or label is None or isinstance(label, (list, dict)):
-        raise DataError(f"{where}: '{col}' must be a string or integer label, got {json.dumps(label)}.")
+    if isinstance(label, bool) or not isinstance(label, (str, int, float)):
+        shown = json.dumps(label, default=lambda v: f"<{type(v).__name__}>")
+        raise DataError(f"{where}: '{col}' must be a string or integer label, got {shown}.")
     if isinstance(label, float):
         if math.isnan(label) or not label.is_integer():
             raise DataError(f"{where}: '{col}' must be a class label, got {label}.")
@@ -204,3 +250,17 @@ def _label_str(label: Any, where: str, col: str) -> str:
     if not s:
         raise DataError(f"{where}: empty label in '{col}'. Every row needs a label.")
     return s
+
+
+def _check_one_label_type(rows: list[tuple[str, Any]], col: str) -> None:
+    """Labels are all text or all numbers: mixed, 1 and "1" would silently merge into one class."""
+    first = None
+    for where, row in rows:
+        kind = "text" if isinstance(row[col], str) else "a number"
+        if first is None:
+            first = (kind, where)
+        elif kind != first[0]:
+            raise DataError(
+                f"{where}: label {json.dumps(row[col])} is {kind}, but the label at {first[1]} is {first[0]}. "
+                f"Use one type for every label in '{col}'."
+            )

@@ -1,12 +1,44 @@
-"""Named bad-input cases (data files, recipes, model folders), shared by the tests and bench/bad_inputs.py."""
+"""Structured bad inputs: what every case must do, the model-folder cases, and running a case.
+
+The cases themselves come from `bad_data` (valid data files with one thing wrong) and `bad_recipes`
+(shipped recipes with one field wrong); tests/reliability/test_bad_inputs.py and bench/bad_inputs.py
+run them. A correct llmopt rejects a case with exit status 2 and one `llmopt: error:` line naming the
+file and the place, no traceback and no run directory left behind; or, where the change leaves a
+legal input (a UTF-8 BOM, a 1 MB row), loads every row.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import shutil
+import subprocess
+import sys
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 POS = ["a great film", "wonderful acting", "i loved it", "funny and warm"]
 NEG = ["a dull mess", "boring and long", "i hated it", "a waste of time"]
+
+
+@dataclass(frozen=True)
+class Case:
+    category: str  # the data format, "recipe" or "model"
+    kind: str  # the mutation
+    recipe: Path
+    expect: tuple[str, ...] = ()  # regexes the error line must match: file, place, culprit
+    rows: int | None = None  # a legal input: rows the data stage must write; None: must be rejected
+    command: str = "run"
+
+
+def dump_yaml(raw: dict) -> str:
+    return yaml.safe_dump(raw, sort_keys=False, default_flow_style=None, width=1000, allow_unicode=True)
 
 
 def good_rows(n: int = 40) -> str:
@@ -28,56 +60,63 @@ def make_tiny_bert(out: Path, tokenizer_from: Path) -> Path:
     return out
 
 
-def _recipe(folder: Path, source: str, model: str = "{builtin: minilm}", extra: str = "") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    p = folder / "recipe.yaml"
-    p.write_text(
-        "version: 1\nname: bad\nstages:\n"
-        f"  - {{id: data, type: data, source: {source}}}\n"
-        f"  - {{id: ft, type: finetune, model: {model}, epochs: 1}}\n" + extra
-    )
-    return p
-
-
-def named_cases(root: Path, tiny_model: Path) -> dict[str, tuple[str, Path, str]]:
-    """{case: (category, recipe path, text the error must contain)}."""
+def model_cases(root: Path, tiny_model: Path) -> list[Case]:
+    """A model folder without tokenizer files, and one that does not exist."""
     root = Path(root)
-    files = root / "files"
-    files.mkdir(parents=True, exist_ok=True)
-    good = good_rows()
-
-    def write(name: str, content: bytes | str) -> str:
-        p = files / name
-        p.write_bytes(content if isinstance(content, bytes) else content.encode())
-        return f"{{path: {p}}}"
-
-    data = {
-        "invalid utf-8": (write("a.jsonl", good.encode() + b'{"text": "\xff", "label": "x"}\n'), "not valid UTF-8"),
-        "bad json line": (write("b.jsonl", good + '{"text": oops}\n'), ":41: invalid JSON"),
-        "1 MB line": (write("c.jsonl", good + '{"text": "' + "x" * 1_000_000 + '"}\n'), "missing column 'label'"),
-        "nan label": (write("d.jsonl", good + '{"text": "t", "label": NaN}\n'), "must be a class label"),
-        "empty label": (write("e.jsonl", good + '{"text": "t", "label": ""}\n'), "empty label"),
-        "wrong json type": (write("f.jsonl", good + '{"text": 5, "label": "a"}\n'), "must be a string"),
-        "array line": (write("g.jsonl", good + "[1, 2]\n"), "expected a JSON object"),
-        "missing column": (write("h.csv", "sentence,label\nhi,a\n"), "missing column 'text'"),
-        "extra columns": (write("i.csv", "text,label\nhi,a,b\n"), "more fields than the header"),
-        "one class": (write("j.jsonl", "".join(json.dumps({"text": f"t{i}", "label": "a"}) + "\n" for i in range(30))),
-                      "one class only"),
-        "empty file": (write("k.jsonl", ""), "split is empty"),
-        "random bytes parquet": (write("l.parquet", b"\x00\x01garbage"), "not a readable Parquet"),
-    }
-    out = {k: ("data", _recipe(root / f"d{i}", src), msg) for i, (k, (src, msg)) in enumerate(data.items())}
+    root.mkdir(parents=True)
+    (root / "ok.jsonl").write_text(good_rows())
     no_tok = root / "no-tokenizer"
-    no_tok.mkdir(exist_ok=True)
+    no_tok.mkdir()
     for f in ("config.json", "model.safetensors"):
-        (no_tok / f).write_bytes((tiny_model / f).read_bytes())
-    ok = data["bad json line"][0].replace("b.jsonl", "ok.jsonl")
-    (files / "ok.jsonl").write_text(good)
-    out["model folder without tokenizer"] = ("model", _recipe(root / "m1", ok, model=str(no_tok)), "no tokenizer files")
-    out["unknown model folder"] = ("model", _recipe(root / "m2", ok, model=str(root / "nope")), "nor an existing model folder")
-    out["duplicate stage ids"] = ("recipe", _recipe(root / "m3", ok, extra="  - {id: ft, type: report}\n"), "duplicate stage id")
-    out["unknown stage reference"] = ("recipe", _recipe(root / "m4", ok, extra="  - {id: ev, type: evaluate, models: [ft], data: dat}\n"),
-                                      "did you mean 'data'")
-    out["later stage reference"] = ("recipe", _recipe(root / "m5", ok, extra="  - {id: ev, type: evaluate, models: [rep]}\n  - {id: rep, type: report}\n"),
-                                    "runs later")
-    return out
+        shutil.copy(Path(tiny_model) / f, no_tok / f)
+    cases = []
+    for kind, folder in (("model_without_tokenizer", no_tok), ("model_folder_missing", root / "nope")):
+        raw = {"version": 1, "name": "bad-model", "stages": [
+            {"id": "data", "type": "data", "source": {"path": str(root / "ok.jsonl")}},
+            {"id": "ft", "type": "finetune", "model": str(folder)}]}
+        p = root / f"{kind}.yaml"
+        p.write_text(dump_yaml(raw), encoding="utf-8")
+        cases.append(Case("model", kind, p, (re.escape(str(p)) + r":\d+", re.escape(str(folder)))))
+    return cases
+
+
+def run_case(case: Case, runs: Path, subprocess_run: bool = False) -> tuple[str, str]:
+    """('clear_error' | 'accepted_valid' | 'bad', why) for one case, in this process or a fresh one."""
+    args = [case.command, str(case.recipe)] + (["--runs-dir", str(runs)] if case.command == "run" else [])
+    if subprocess_run:
+        done = subprocess.run([sys.executable, "-m", "llmopt.cli", *args], capture_output=True, text=True, timeout=600)
+        return judge(case, done.returncode, done.stderr, runs)
+    from llmopt.cli import main
+
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        try:
+            rc = main(args)
+        except SystemExit as e:
+            rc = e.code
+        except Exception:  # what a user would see as a traceback
+            traceback.print_exc()
+            rc = 1
+    return judge(case, rc, err.getvalue(), runs)
+
+
+def judge(case: Case, rc: Any, err: str, runs: Path) -> tuple[str, str]:
+    """Judge exit status, stderr and the runs folder as the user would meet them."""
+    if case.rows is not None and rc == 0:
+        splits = [f for f in Path(runs).glob("*/*/stages/*/artifacts/*.jsonl") if f.stem in ("train", "dev", "test")]
+        n = sum(len(f.read_text(encoding="utf-8").splitlines()) for f in splits)
+        shutil.rmtree(runs, ignore_errors=True)
+        return ("accepted_valid", "") if n == case.rows else ("bad", f"loaded {n} rows, expected {case.rows}")
+    lines = [ln for ln in err.splitlines() if not ln.startswith("[llmopt] ")]  # progress lines aside
+    problems = ["rejected a legal input"] if case.rows is not None else []
+    if rc != 2:
+        problems.append(f"exit status {rc}")
+    if "Traceback" in err:
+        problems.append("traceback")
+    if len(lines) != 1 or not lines[0].startswith("llmopt: error: "):
+        problems.append(f"{len(lines)} lines, not one `llmopt: error:` line")
+    else:
+        problems += [f"does not match {e!r}" for e in case.expect if not re.search(e, lines[0])]
+    if Path(runs).exists() and any(Path(runs).rglob("*")):
+        problems.append("left a run directory")
+    return ("bad", f"{'; '.join(problems)} | {err.strip()[-500:]}") if problems else ("clear_error", "")
