@@ -2,8 +2,9 @@
 
 `LLMOPT_FAULT=name:n` makes the n-th pass through `point(name)` kill this process with SIGKILL,
 exactly as a power cut or the OOM killer would. With the variable unset a point costs one dict
-lookup. Points: data.read, stage.start, stage.end, ckpt.saved, atomic.before_rename, report.write,
-quantize.write.
+lookup. Points: data.read, stage.start, stage.end, ckpt.saved (a checkpoint written, its checksums not
+yet), train.step (after the n-th optimizer step of this process, before that step's checkpoint),
+atomic.before_rename, report.write, quantize.write.
 """
 
 from __future__ import annotations

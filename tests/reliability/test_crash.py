@@ -1,46 +1,18 @@
-"""SIGKILL `llmopt run` at fault points and random moments, resume, and compare with an uninterrupted run."""
+"""SIGKILL `llmopt run` at fault points and random moments, resume, and prove what the resume reused.
+
+Matching metrics alone would pass if the resume started from scratch (the runs are deterministic), so each
+kill also asserts from events.jsonl that the stages finished before it were skipped, and from the training
+stage's metrics that it restarted from the checkpoint that existed at the kill.
+"""
 
 import random
-from pathlib import Path
+import shutil
 
 import pytest
 
-from llmopt.testing.crash import crash_and_resume, partial_files, timed_reference
+from llmopt.testing.crash import TINY_RECIPE as RECIPE
+from llmopt.testing.crash import CrashResult, _judge_reuse, crash_and_resume, partial_files, reference_run
 from tests.conftest import make_rows, write_jsonl
-
-RECIPE = """\
-version: 1
-name: crash
-seed: 5
-threads: 1
-stages:
-  - id: data
-    type: data
-    source: {{path: {data}}}
-  - id: finetune
-    type: finetune
-    model: {model}
-    train:
-      epochs: 3
-      batch_size: 16
-      learning_rate: 1.0e-3
-      max_length: 32
-      early_stopping_patience: null
-  - id: quantize
-    type: quantize
-    model: finetune
-    max_length: 32
-    check_rows: 10
-  - id: evaluate
-    type: evaluate
-    models: [finetune, quantize]
-    latency_runs: 10
-    warmup: 1
-    throughput_batches: 1
-    max_length: 32
-  - id: report
-    type: report
-"""
 
 
 @pytest.fixture(scope="module")
@@ -49,36 +21,80 @@ def crash_setup(tmp_path_factory, tiny_bert):
     data = write_jsonl(root / "d.jsonl", make_rows(60, seed=1))
     recipe = root / "crash.yaml"
     recipe.write_text(RECIPE.format(data=data, model=tiny_bert))
-    reference, wall = timed_reference(recipe, root / "reference-runs")
-    return recipe, reference, wall, root
+    reference = reference_run(recipe, root / "reference-runs")
+    return recipe, reference, root
 
 
-# data loading, a write cut off before its rename, between a checkpoint and its checksums,
-# after a stage's metrics but before DONE, while quantizing, and in the middle of writing the report
-FAULTS = ["data.read:1", "atomic.before_rename:4", "ckpt.saved:2", "stage.end:2", "quantize.write:1",
-          "report.write:1"]
+# fault -> (stages finished at the kill, so skipped by the resume; newest complete checkpoint at the kill,
+# the step training must resume at; steps trained after the resume). None: not a point inside training.
+FAULTS = {
+    # a write cut off before its rename (the 4th atomic write of the run)
+    "atomic.before_rename:4": None,
+    # checkpoint-6 written, its checksums not: it is discarded and training resumes from checkpoint-3
+    "ckpt.saved:2": (["data"], 3, 6),
+    # between two checkpoints: after step 7, checkpoint-6 complete; 3 of the 9 steps are trained again
+    "train.step:7": (["data"], 6, 3),
+    # fine-tune's metrics written but not its DONE: the stage resumes at its last checkpoint, training 0 steps
+    "stage.end:2": (["data"], 9, 0),
+    # in the middle of writing the report: every earlier stage is reused
+    "report.write:1": (["data", "finetune", "quantize", "evaluate"], None, None),
+}
+# (bench/crash.py runs every fault point at several counts, quantize.write among them, and more timer kills)
 
 
-@pytest.mark.parametrize("fault", FAULTS)
-def test_kill_at_fault_point_then_resume(crash_setup, fault, tmp_path):
-    recipe, reference, _, _ = crash_setup
-    res = crash_and_resume(recipe, tmp_path / "runs", reference, fault=fault)
-    assert res.killed, f"the fault point {fault} was never reached"
-    assert res.partial == []
+def _check(res: CrashResult) -> None:
+    assert res.killed, f"{res.point}: the process was not killed (it finished first, or the point was never reached)"
+    assert res.files_lost_or_partial == 0, (res.partial, res.partial_after, res.missing)
     assert res.resumed_ok, res.mismatch
+    assert res.reused_ok, res.reuse_problems
+    assert res.redone_s is not None and res.landed
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_kill_at_fault_point_then_resume(crash_setup, fault, tmp_path):
+    recipe, reference, _ = crash_setup
+    res = crash_and_resume(recipe, tmp_path / "runs", reference, fault=fault)
+    _check(res)
+    if FAULTS[fault] is None:
+        return
+    skipped, checkpoint, trained_now = FAULTS[fault]
+    assert res.skipped == skipped, res.resume_actions
+    assert res.checkpoint_at_kill == checkpoint
+    if checkpoint is not None:  # the fine-tune stage was interrupted and restarted from that checkpoint
+        assert res.landed == "finetune" and res.resume_actions["finetune"] == "resumed"
+        assert res.resumed_at_step == checkpoint > 0
+        assert res.steps_trained_now == trained_now < res.global_steps == 9
 
 
 def test_kill_at_a_random_moment_then_resume(crash_setup, tmp_path):
-    recipe, reference, wall, _ = crash_setup
-    t = random.Random(7).uniform(0.3 * wall, 0.8 * wall)
+    recipe, reference, _ = crash_setup
+    t = random.Random(7).uniform(0.3 * reference.wall_s, 0.6 * reference.wall_s)
     res = crash_and_resume(recipe, tmp_path / "runs", reference, kill_after=t)
-    assert res.partial == []
-    assert res.resumed_ok, res.mismatch
+    print(f"timer kill at {t:.1f}s landed: {res.landed}, checkpoint at the kill: {res.checkpoint_at_kill}, "
+          f"skipped on resume: {res.skipped}, redone {res.redone_s}s")
+    _check(res)
+
+
+def test_reuse_judge_catches_a_rerun_from_scratch(tmp_path):
+    """The harness must be able to fail: a resume that ran finished stages again or ignored a checkpoint."""
+    res = CrashResult(point="x", killed=True, done_at_kill=["data"], checkpoint_at_kill=6,
+                      resume_actions={"data": "started", "finetune": "started"})
+    _judge_reuse(res, "finetune", {}, {"data": 0.1, "finetune": 5.0})
+    assert not res.reused_ok
+    assert any("data was finished at the kill" in p for p in res.reuse_problems)
+    assert any("not 'resumed'" in p for p in res.reuse_problems)
+
+    # the stage was kept, but training started again at step 0 although checkpoint-6 was complete
+    (tmp_path / "metrics.json").write_text('{"resumed_at_step": 0, "steps_trained_now": 9, "global_steps": 9}')
+    res = CrashResult(point="y", killed=True, done_at_kill=["data"], checkpoint_at_kill=6,
+                      resume_actions={"data": "skipped", "finetune": "resumed"})
+    _judge_reuse(res, "finetune", {"finetune": tmp_path}, {"finetune": 5.0})
+    assert not res.reused_ok and any("resumed at step 0" in p for p in res.reuse_problems)
 
 
 def test_partial_file_detector_catches_a_cut_file(crash_setup):
     """The harness must be able to fail: a truncated artifact in a finished run is reported."""
-    _, _, _, root = crash_setup
+    _, _, root = crash_setup
     run_dir = next((root / "reference-runs").glob("*/*"))
     assert partial_files(run_dir) == []
     preds = next(run_dir.glob("stages/*-evaluate/artifacts/predictions/finetune.jsonl"))
@@ -91,16 +107,12 @@ def test_partial_file_detector_catches_a_cut_file(crash_setup):
         preds.write_bytes(original)
 
 
-def test_corrupted_checkpoint_falls_back_to_previous(tmp_path, tiny_bert, capsys):
-    from llmopt.pipeline import run_recipe
+def test_corrupted_checkpoint_falls_back_to_previous(crash_setup, tmp_path, capsys):
     from llmopt.training.checkpoints import last_good_checkpoint
 
-    data = write_jsonl(tmp_path / "d.jsonl", make_rows(60, seed=1))
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(RECIPE.format(data=data, model=tiny_bert))
-    run_dir = run_recipe(recipe, runs_root=tmp_path / "runs")
-    ft = next(run_dir.glob("stages/*-finetune"))
-    ckpts = ft / "checkpoints"
+    _, _, root = crash_setup
+    reference_dir = next((root / "reference-runs").glob("*/*"))
+    ckpts = shutil.copytree(next(reference_dir.glob("stages/*-finetune")) / "checkpoints", tmp_path / "checkpoints")
     names = sorted((p.name for p in ckpts.iterdir()), key=lambda n: int(n.split("-")[1]))
     assert len(names) == 2 and names[-1] == "checkpoint-9"  # save_total_limit 2: the best and the last
     older = names[0]
@@ -121,20 +133,25 @@ def test_corrupted_checkpoint_falls_back_to_previous(tmp_path, tiny_bert, capsys
     assert "10 bytes" in capsys.readouterr().err
 
 
-def test_corrupted_artifact_makes_the_stage_run_again(tmp_path, tiny_bert, capsys):
+def test_corrupted_artifact_makes_the_stage_run_again(crash_setup, tmp_path, capsys):
     from llmopt.pipeline import run_recipe
+    from llmopt.testing.crash import events
 
-    data = write_jsonl(tmp_path / "d.jsonl", make_rows(60, seed=1))
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(RECIPE.format(data=data, model=tiny_bert).replace("epochs: 3", "epochs: 1"))
-    run_dir = run_recipe(recipe, runs_root=tmp_path / "runs")
+    recipe, _, root = crash_setup
+    reference_dir = next((root / "reference-runs").glob("*/*"))
+    run_dir = shutil.copytree(reference_dir, tmp_path / "runs" / reference_dir.parent.name / reference_dir.name)
     model = next(run_dir.glob("stages/*-finetune")) / "artifacts/model/model.safetensors"
     model.write_bytes(model.read_bytes()[:1000])
+    before = len(events(run_dir))
     capsys.readouterr()
     run_recipe(recipe, runs_root=tmp_path / "runs", resume=str(run_dir))
     err = capsys.readouterr().err
     assert "finetune (finetune):" in err and "(truncated or altered) — running again" in err
     assert partial_files(run_dir) == []
+    # only that stage ran again (from scratch: its folder was not to be trusted); the others were reused
+    actions = {e["stage"]: e["action"] for e in events(run_dir)[before:] if e["action"] != "done"}
+    assert actions == {"data": "skipped", "finetune": "started", "quantize": "skipped", "evaluate": "skipped",
+                       "report": "skipped"}
 
 
 def test_second_run_on_same_dir_is_refused(tmp_path, tiny_bert):
@@ -143,8 +160,8 @@ def test_second_run_on_same_dir_is_refused(tmp_path, tiny_bert):
     from llmopt.testing.crash import run_cli
 
     data = write_jsonl(tmp_path / "d.jsonl", make_rows(60, seed=1))
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(RECIPE.format(data=data, model=tiny_bert))
+    recipe = tmp_path / "r.yaml"  # the data stage alone: the lock is what is tested
+    recipe.write_text(RECIPE.format(data=data, model=tiny_bert).split("  - id: finetune")[0])
     run_dir = tmp_path / "runs" / "crash" / "20260101-000000-abcdef"
     run_dir.mkdir(parents=True)
     (run_dir / "recipe.resolved.yaml").write_text("x: 1\n")
@@ -152,6 +169,6 @@ def test_second_run_on_same_dir_is_refused(tmp_path, tiny_bert):
     out = run_cli(["run", str(recipe), "--resume", str(run_dir)])
     assert out.returncode == 2 and "another llmopt run" in out.stderr and "Traceback" not in out.stderr
     (run_dir / ".lock").write_text("999999999")  # its owner is dead: taken over
-    out = run_cli(["run", str(recipe), "--resume", str(run_dir), "stages.finetune.train.epochs=1"])
+    out = run_cli(["run", str(recipe), "--resume", str(run_dir)])
     assert out.returncode == 0, out.stderr
     assert not (run_dir / ".lock").exists()

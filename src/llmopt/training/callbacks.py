@@ -38,6 +38,11 @@ class ChecksumOnSave(TrainerCallback):
         if ckpt.is_dir():
             record(ckpt)
 
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        from llmopt import faults
+
+        faults.point("train.step")  # after optimizer step n, before that step's checkpoint (crash harness)
+
 
 def progress_callback() -> list[TrainerCallback]:
     """The console's live progress line for this training, if a console is showing one."""
