@@ -133,10 +133,6 @@ class CrashResult:
     def files_lost_or_partial(self) -> int:
         return len(self.partial) + len(self.partial_after) + len(self.missing)
 
-    @property
-    def lost(self) -> int:  # the old single figure, for callers not yet moved to files_lost_or_partial
-        return self.files_lost_or_partial
-
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
         out["files_lost_or_partial"] = self.files_lost_or_partial
@@ -319,10 +315,9 @@ def _landing(evts: list[dict[str, Any]], pid: int) -> tuple[str | None, str]:
     return None, f"after {last['stage']}"
 
 
-def crash_and_resume(recipe: Path, runs_root: Path, reference: Reference | dict[str, Any], fault: str | None = None,
+def crash_and_resume(recipe: Path, runs_root: Path, ref: Reference, fault: str | None = None,
                      kill_after: float | None = None, tolerance: float = 0.0) -> CrashResult:
     """Kill one run at `fault` (or after `kill_after` s), resume it, and judge it (see the module docstring)."""
-    ref = reference if isinstance(reference, Reference) else Reference(quality=reference)
     args = ["run", str(recipe), "--runs-dir", str(runs_root), "--resume"]
     first = _invoke(args, fault=fault, kill_after=kill_after)
     result = CrashResult(point=fault or f"timer:{kill_after:.1f}s", killed=first.code == -signal.SIGKILL,
@@ -430,12 +425,6 @@ def reference_run(recipe: Path, runs_root: Path) -> Reference:
     run_dir = latest_run(runs_root)
     return Reference(quality=quality(run_dir), wall_s=inv.wall_s, stage_seconds=_stage_seconds(events(run_dir)),
                      files=run_files(run_dir))
-
-
-def timed_reference(recipe: Path, runs_root: Path) -> tuple[dict[str, Any], float]:
-    """One uninterrupted run: its quality figures and wall time (see reference_run for everything)."""
-    ref = reference_run(recipe, runs_root)
-    return ref.quality, ref.wall_s
 
 
 def write_tiny_recipe(folder: Path, model: Path, rows: list[dict] | None = None) -> Path:
