@@ -152,11 +152,15 @@ def training_curve(history: list[dict]) -> str:
         handles += ax.plot(*zip(*ev), "o-", label="dev loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    f1 = [(h["step"], h["eval_macro_f1"]) for h in history if "eval_macro_f1" in h]
+    f1 = [(h["step"], 100 * h["eval_macro_f1"]) for h in history if "eval_macro_f1" in h]
     if f1:
         ax2 = ax.twinx()
-        handles += ax2.plot(*zip(*f1), "s--", color="tab:green", label="dev macro-F1")
-        ax2.set_ylabel("dev macro-F1")
+        handles += ax2.plot(*zip(*f1), "s--", color="tab:green", label="dev macro-F1 (%)")
+        ax2.set_ylabel("dev macro-F1 (%)")
+        # at least 5 points of span, so a 0.5-point wobble does not fill the whole height
+        lo, hi = min(v for _, v in f1), max(v for _, v in f1)
+        mid, half = (lo + hi) / 2, max(2.5, 0.6 * (hi - lo))
+        ax2.set_ylim(max(0.0, mid - half), min(100.0, mid + half))
     if handles:
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(handles), fontsize=8,
                   frameon=False)
