@@ -150,11 +150,12 @@ def capture(run_dir: Path) -> Iterator[None]:
     try:
         session.to_log(f"llmopt run in {run_dir} ({'verbose' if verbose else 'library output here only'})")
         yield
-    except BaseException:
+    except BaseException as e:
         _stop_live()
         if session.stage is not None:
             sid, t0 = session.stage
-            session.emit(f"{session.bad} {sid:<10} {'failed':>8}   after {_dur(time.perf_counter() - t0)}", style="red")
+            what = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
+            session.emit(f"{session.bad} {sid:<10} {what:>8}   after {_dur(time.perf_counter() - t0)}", style="red")
         raise
     finally:
         _stop_live()
