@@ -74,6 +74,7 @@ def test_tiny_end_to_end_exact_files(tmp_path, tiny_bert, tiny_data):
         "stages/01-finetune/train_log.jsonl", "stages/01-finetune/artifacts/log_history.jsonl",
         "stages/01-finetune/artifacts/model/config.json", "stages/01-finetune/artifacts/model/model.safetensors",
         "stages/01-finetune/artifacts/model/tokenizer.json", "stages/01-finetune/artifacts/model/tokenizer_config.json",
+        "stages/01-finetune/artifacts/model/llmopt_inference.json",  # max_length + truncation for the predictors
         "stages/01-finetune/tensorboard/events.out.tfevents.*",
         "stages/02-evaluate/config.json", "stages/02-evaluate/metrics.json", "stages/02-evaluate/DONE",
         "stages/02-evaluate/artifacts/baselines/majority.json", "stages/02-evaluate/artifacts/baselines/tfidf.json",

@@ -13,6 +13,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BUILTIN_MODELS = ("minilm",)
 PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pt", "pytorch_model.bin.index.json")
+INFERENCE_FILE = "llmopt_inference.json"  # the max_length and truncation a trained model expects
+DEFAULT_MAX_LENGTH = 128  # for a model without that file
+TRUNCATIONS = ("right", "head_tail")
 
 
 def builtin_model_path(name: str) -> Path:
@@ -108,9 +111,10 @@ def _load_pickled(path: Path, extra: dict[str, Any]) -> "PreTrainedModel":
     return model
 
 
-def save_model(model: Any, tokenizer: Any, out_dir: Path) -> None:
-    """save_pretrained (safetensors) + tokenizer into a temp folder, then move it into place."""
-    from llmopt.fsutil import atomic_replace_dir
+def save_model(model: Any, tokenizer: Any, out_dir: Path, inference: dict[str, Any] | None = None) -> None:
+    """save_pretrained (safetensors) + tokenizer into a temp folder, then move it into place; `inference`
+    ({max_length, truncation} the model was trained with) goes beside them as llmopt_inference.json."""
+    from llmopt.fsutil import atomic_replace_dir, atomic_write_json
 
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
@@ -121,7 +125,35 @@ def save_model(model: Any, tokenizer: Any, out_dir: Path) -> None:
     model.save_pretrained(str(tmp))  # transformers 5 always writes safetensors
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
+    if inference is not None:
+        atomic_write_json(tmp / INFERENCE_FILE, {k: inference[k] for k in ("max_length", "truncation")})
     atomic_replace_dir(tmp, out_dir)
+
+
+def read_inference_settings(folder: Path) -> dict[str, Any]:
+    """{max_length, truncation} the model in `folder` was trained with (llmopt_inference.json); {} without one."""
+    p = Path(folder) / INFERENCE_FILE
+    if not p.is_file():
+        return {}
+    import json
+
+    try:
+        got = json.loads(p.read_text(encoding="utf-8"))
+        ok = (isinstance(got.get("max_length"), int) and got["max_length"] >= 2
+              and got.get("truncation") in TRUNCATIONS)
+    except (ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise ModelError(f'{p}: expected {{"max_length": <int>, "truncation": "right" or "head_tail"}}. '
+                         "Fix or delete the file (then 128 tokens, right truncation apply).")
+    return {"max_length": got["max_length"], "truncation": got["truncation"]}
+
+
+def inference_settings(folder: Path, max_length: int | None = None, truncation: str | None = None) -> tuple[int, str]:
+    """How to tokenize for the model in `folder`: the given values, else its training settings, else 128 / right."""
+    own = read_inference_settings(folder)
+    return (max_length or own.get("max_length", DEFAULT_MAX_LENGTH),
+            truncation or own.get("truncation", "right"))
 
 
 def weights_size_bytes(path: Path) -> int:

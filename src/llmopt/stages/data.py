@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from llmopt.data.readers import Example, read_disk_splits, read_examples, read_rotten_tomatoes
 from llmopt.data.splits import check_splits, stratified_split, stratified_subsample
 from llmopt.fsutil import atomic_write_json, atomic_write_jsonl, sha256_file
-from llmopt.stages.base import InputFile, StageConfig, StageContext, StageResult, Strict
+from llmopt.stages.base import BuiltinModel, InputFile, ModelRef, StageConfig, StageContext, StageResult, Strict
 
 SPLITS = ("train", "dev", "test")
 
@@ -55,6 +55,9 @@ class DataConfig(StageConfig):
     max_train_rows: int | None = Field(None, ge=2, description="stratified subsample of train (quick runs)")
     max_dev_rows: int | None = Field(None, ge=2)
     max_test_rows: int | None = Field(None, ge=2)
+    length_tokenizer: ModelRef | None = Field(
+        BuiltinModel(builtin="minilm"),
+        description="the token-length distribution of each split is measured with this model's tokenizer; null: skip")
 
 
 def load_splits(cfg: DataConfig, seed: int) -> tuple[dict[str, list[Example]], str]:
@@ -117,7 +120,26 @@ def run(cfg: DataConfig, ctx: StageContext) -> StageResult:
         "label_counts": {s: dict(sorted(Counter(ex.label for ex in splits[s]).items())) for s in SPLITS},
         "input_files": {p: sha256_file(Path(p)) for p in cfg.inputs().files if Path(p).is_file()},
     }
+    if cfg.length_tokenizer is not None:
+        metrics["lengths"] = length_stats(splits, ctx.model_dir(cfg.length_tokenizer))
     return StageResult(metrics)
+
+
+def length_stats(splits: dict[str, list[Example]], tokenizer_dir: Path) -> dict[str, Any]:
+    """Tokens (with `tokenizer_dir`'s tokenizer, special tokens included) and words per text of every split:
+    p50/p90/p95/p99/mean/max, and for tokens the share of texts over 64/128/256/512 — what max_length will cut."""
+    import numpy as np
+
+    from llmopt.models import display_path, load_tokenizer
+    from llmopt.training.tokenize import length_distribution, token_lengths
+
+    tok = load_tokenizer(tokenizer_dir)
+    out: dict[str, Any] = {"tokenizer": display_path(tokenizer_dir)}
+    for split in SPLITS:
+        texts = [ex.text for ex in splits[split]]
+        out[split] = {"tokens": length_distribution(token_lengths(tok, texts)),
+                      "words": length_distribution(np.array([len(t.split()) for t in texts]), thresholds=())}
+    return out
 
 
 def section(sid: str, m: dict, doc: Any) -> None:

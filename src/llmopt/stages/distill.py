@@ -58,12 +58,14 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     from llmopt.data.artifact import load_data_artifact
     from llmopt.errors import ModelError, RecipeError
     from llmopt.fsutil import atomic_write_jsonl
-    from llmopt.models import display_path, load_classifier, load_tokenizer, save_model
+    from llmopt.models import display_path, load_classifier, load_tokenizer, read_inference_settings, save_model
     from llmopt.training.checkpoints import last_good_checkpoint
+    from llmopt.training.config import with_model_settings
     from llmopt.training.trainer import train_classifier
 
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
     t_dir = ctx.model_dir(cfg.teacher)
+    train_cfg = with_model_settings(cfg.train, read_inference_settings(t_dir))  # unset: as the teacher was trained
     teacher = load_classifier(t_dir, allow_pickle=ctx.allow_pickle)
     teacher_params = int(sum(p.numel() for p in teacher.parameters()))
     t_labels = list(teacher.config.id2label.values())
@@ -86,7 +88,7 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     extra = [t for p in cfg.extra_texts for t in read_transfer_texts(Path(p))]
     extra += [word_dropout_swap(t, rng) for _ in range(cfg.augment_copies) for t in texts]
     all_texts, all_labels = texts + extra, labels + [-100] * len(extra)  # -100: no label, KD term only
-    logits = teacher_logits(t_dir, all_texts, max_length=cfg.train.max_length, truncation=cfg.train.truncation,
+    logits = teacher_logits(t_dir, all_texts, max_length=train_cfg.max_length, truncation=train_cfg.truncation,
                             cache=ctx.stage_dir / "cache", allow_pickle=ctx.allow_pickle)
     teacher_train_acc = float((logits[: len(texts)].argmax(1) == labels).mean())
     hidden = None
@@ -99,12 +101,12 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
         del teacher
     out = train_classifier(
         student, tokenizer, train=(all_texts, all_labels), dev=(data.texts("dev"), data.ids(data.dev)),
-        num_labels=len(data.labels), cfg=cfg.train, seed=ctx.seed, work_dir=ctx.stage_dir,
+        num_labels=len(data.labels), cfg=train_cfg, seed=ctx.seed, work_dir=ctx.stage_dir,
         resume_from=last_good_checkpoint(ctx.stage_dir / "checkpoints"), teacher_logits=logits, kd=cfg.kd,
         hidden=hidden,
     )
     dev = out.trainer.evaluate()
-    save_model(out.model, tokenizer, ctx.out_dir / "model")
+    save_model(out.model, tokenizer, ctx.out_dir / "model", inference=out.inference)
     atomic_write_jsonl(ctx.out_dir / "log_history.jsonl", out.trainer.state.log_history)
     return StageResult({
         **out.metrics,

@@ -20,7 +20,8 @@ class EvaluateConfig(StageConfig):
     split: Literal["test", "dev"] = "test"
     baselines: list[Literal["majority", "tfidf"]] = ["majority", "tfidf"]
     bootstrap_resamples: int = Field(1000, ge=1000)
-    max_length: int = Field(128, ge=8)
+    max_length: int | None = Field(None, ge=8, description="tokens per text; null: each model's training setting "
+                                   "(llmopt_inference.json), else 128; truncation is always the model's own")
     batch_size: int = Field(64, ge=1)
     threads: int | None = Field(None, ge=1, description="threads for timing (default: the run's)")
     warmup: int = Field(10, ge=1)
@@ -30,6 +31,14 @@ class EvaluateConfig(StageConfig):
         True, description="also export the reference (a PyTorch model) to ONNX Runtime dynamic int8, evaluate it "
         "as a baseline and gate every ONNX Runtime model against it")
 
+
+def _input_coverage(folder: Path, max_length: int | None, texts: list[str]) -> dict[str, Any]:
+    """max_length and truncation a model's predictor used, and how much of the split's texts it kept."""
+    from llmopt.models import inference_settings, load_tokenizer
+    from llmopt.training.tokenize import coverage, token_lengths
+
+    length, truncation = inference_settings(folder, max_length)
+    return {**coverage(token_lengths(load_tokenizer(folder), texts), length), "truncation": truncation}
 
 
 def _entry_name(ref: object) -> str:
@@ -137,6 +146,8 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
         score(name, "model", lambda f=folder: load_predictor(f, cfg.max_length, threads, ctx.allow_pickle), folder,
               folder / "model.onnx" if onnx else folder)
         entries[name]["path"] = str(folder)
+        entries[name]["input"] = _input_coverage(folder, cfg.max_length, texts)
+
     reference = _entry_name(cfg.reference) if cfg.reference else model_names[0]
     if reference not in entries:
         from llmopt.errors import RecipeError

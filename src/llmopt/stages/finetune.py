@@ -42,7 +42,7 @@ def run(cfg: FinetuneConfig, ctx: StageContext) -> StageResult:
     evals = [h for h in history if "eval_loss" in h]
     best_step = out.trainer.state.best_global_step
     dev = next((h for h in evals if h.get("step") == best_step), evals[-1] if evals else {})
-    save_model(out.model, tokenizer, ctx.out_dir / "model")
+    save_model(out.model, tokenizer, ctx.out_dir / "model", inference=out.inference)
     atomic_write_jsonl(ctx.out_dir / "log_history.jsonl", history)
     return StageResult({
         **out.metrics,

@@ -53,12 +53,15 @@ def run(cfg: PruneConfig, ctx: StageContext) -> StageResult:
     from llmopt.compression.vocab import trim_vocab
     from llmopt.data.artifact import load_data_artifact
     from llmopt.fsutil import atomic_write_jsonl
-    from llmopt.models import load_classifier, load_tokenizer, save_model, weights_size_bytes
+    from llmopt.models import load_classifier, load_tokenizer, read_inference_settings, save_model, weights_size_bytes
     from llmopt.training.checkpoints import last_good_checkpoint
+    from llmopt.training.config import with_model_settings
     from llmopt.training.trainer import train_classifier
 
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
     src = ctx.model_dir(cfg.model)
+    inference = read_inference_settings(src)  # what the pruned model keeps unless recovery trains it otherwise
+    train_cfg = with_model_settings(cfg.train, inference)  # unset: as the parent was trained
     model, tok = load_classifier(src, allow_pickle=ctx.allow_pickle), load_tokenizer(src)
     params_before = int(sum(p.numel() for p in model.parameters()))
     texts, labels = [r["text"] for r in data.train], data.ids(data.train)
@@ -67,8 +70,8 @@ def run(cfg: PruneConfig, ctx: StageContext) -> StageResult:
     sample = rng.permutation(len(texts))[: cfg.importance_rows]
     from llmopt.training.tokenize import model_limit, resolve_max_length, token_lengths
 
-    auto = cfg.train.max_length == "auto"
-    max_length = resolve_max_length(cfg.train.max_length, token_lengths(tok, texts) if auto else None,
+    auto = train_cfg.max_length == "auto"
+    max_length = resolve_max_length(train_cfg.max_length, token_lengths(tok, texts) if auto else None,
                                     model_limit(tok, model.config))  # for importance scoring
     m: dict = {"parent": model_ref_str(cfg.model), "params_before": params_before, "config_before": _shape(model.config)}
 
@@ -101,14 +104,14 @@ def run(cfg: PruneConfig, ctx: StageContext) -> StageResult:
         logits = None
         if cfg.teacher:
             t_dir = ctx.model_dir(cfg.teacher)
-            logits = teacher_logits(t_dir, texts, max_length=cfg.train.max_length, truncation=cfg.train.truncation,
+            logits = teacher_logits(t_dir, texts, max_length=train_cfg.max_length, truncation=train_cfg.truncation,
                                     cache=ctx.stage_dir / "cache", allow_pickle=ctx.allow_pickle)
         out = train_classifier(
-            model, tok, train=(texts, labels), dev=(dev_texts, dev_y), num_labels=len(data.labels), cfg=cfg.train,
+            model, tok, train=(texts, labels), dev=(dev_texts, dev_y), num_labels=len(data.labels), cfg=train_cfg,
             seed=ctx.seed, work_dir=ctx.stage_dir, resume_from=last_good_checkpoint(ctx.stage_dir / "checkpoints"),
             teacher_logits=logits, kd=cfg.kd, callbacks=callbacks, keep_best=pruner is None,
         )
-        model = out.model
+        model, inference = out.model, out.inference
         if pruner is not None:
             pruner.finalize(model)
         atomic_write_jsonl(ctx.out_dir / "log_history.jsonl", out.trainer.state.log_history)
@@ -117,7 +120,7 @@ def run(cfg: PruneConfig, ctx: StageContext) -> StageResult:
     if pruner is not None:
         m.update(target_sparsity=cfg.sparsity, measured_sparsity=sp.measured_sparsity(model),
                  sparsity_schedule=pruner.history)
-    save_model(model, tok, ctx.out_dir / "model")
+    save_model(model, tok, ctx.out_dir / "model", inference=inference or None)
     out = ctx.out_dir / "model"
     m.update(params_after=int(sum(p.numel() for p in model.parameters())), config_after=_shape(model.config),
              weights_bytes_before=weights_size_bytes(src), weights_bytes_after=weights_size_bytes(out))

@@ -19,7 +19,8 @@ class QuantizeConfig(StageConfig):
     scheme: Scheme | Literal["auto"] = Field("dynamic_int8", description="auto: fastest of `candidates` that agrees")
     candidates: list[Scheme] = ["dynamic_int8", "static_int8", "weight_only_int8"]
     optimize: bool = Field(True, description="fuse attention/LayerNorm/GELU with ORT's transformer optimizer")
-    max_length: int = Field(128, ge=8)
+    max_length: int | None = Field(None, ge=8, description="tokens per text; null: the model's training setting "
+                                   "(llmopt_inference.json), else 128; truncation is always the model's own")
     calibration_rows: int = Field(128, ge=1)
     check_rows: int = Field(200, ge=10, description="dev rows compared with the fp32 export")
     min_agreement: float = Field(0.98, ge=0, le=1, description="auto: least share of dev predictions equal to fp32")
@@ -48,20 +49,21 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
     from llmopt.eval.predictors import OrtClassifier, predict_all
     from llmopt.eval.speed import measure_speed
     from llmopt.fsutil import atomic_replace_dir
-    from llmopt.models import weights_size_bytes
+    from llmopt.models import inference_settings, weights_size_bytes
 
     src = ctx.model_dir(cfg.model)
+    max_length, truncation = inference_settings(src, cfg.max_length)
     dev = load_data_artifact(ctx.artifacts_of(cfg.data)).texts("dev")
     check = dev[: cfg.check_rows]
     work = ctx.stage_dir / ".work.tmp"  # scratch: dot-named, so never taken for a result and swept after a crash
     shutil.rmtree(work, ignore_errors=True)
     auto = cfg.scheme == "auto"
     schemes = list(dict.fromkeys(["fp32", *(cfg.candidates if auto else [cfg.scheme])]))
-    built = export_variants(src, work, schemes, calibration=dev[: cfg.calibration_rows], max_length=cfg.max_length,
-                            fuse=cfg.optimize, allow_pickle=ctx.allow_pickle)
+    built = export_variants(src, work, schemes, calibration=dev[: cfg.calibration_rows], max_length=max_length,
+                            truncation=truncation, fuse=cfg.optimize, allow_pickle=ctx.allow_pickle)
     if isinstance(built["fp32"], str):
         raise ModelError(f"quantize '{cfg.id}': the ONNX export of {src} failed: {built['fp32']}")
-    fp32_probs = predict_all(OrtClassifier(built["fp32"], cfg.max_length, ctx.threads), check)
+    fp32_probs = predict_all(OrtClassifier(built["fp32"], max_length, ctx.threads, truncation), check)
 
     tried: dict[str, dict[str, Any]] = {}
     for scheme in (cfg.candidates if auto else [cfg.scheme]):
@@ -69,7 +71,7 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
         if isinstance(folder, str):
             tried[scheme] = {"error": folder}
             continue
-        pred = OrtClassifier(folder, cfg.max_length, ctx.threads)
+        pred = OrtClassifier(folder, max_length, ctx.threads, truncation)
         res = {**_check(pred, fp32_probs, check), "size_bytes": weights_size_bytes(folder / "model.onnx")}
         if auto:
             res.update(measure_speed(pred.predict_proba, texts=check, threads=ctx.threads, warmup=10,
@@ -109,6 +111,8 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
         "size_ratio_vs_parent": parent_bytes / ok[chosen]["size_bytes"],
         "agreement_with_fp32": ok[chosen]["agreement_with_fp32"],
         "check_rows": len(check),
+        "max_length": max_length,
+        "truncation": truncation,
         "candidates": tried,
     })
 

@@ -63,7 +63,7 @@ def _measure(pred: Any, texts: list[str], y: Any, labels: list[str], cfg: Search
 
 
 def _train_structure(c: dict, t_dir: Path, dest: Path, data: Any, logits: Any, cfg: SearchConfig,
-                     ctx: StageContext, max_length: int) -> None:
+                     ctx: StageContext, max_length: int, truncation: str = "right") -> None:
     """Teacher layers → FFN pruning → vocabulary trimming → distillation; saved to dest (safetensors)."""
     import shutil
 
@@ -82,10 +82,11 @@ def _train_structure(c: dict, t_dir: Path, dest: Path, data: Any, logits: Any, c
     if c["vocab_trim"]:
         model, tok, _ = trim_vocab(model, tok, texts + [r["text"] for r in data.dev])
     work = dest.parent / f".train-{dest.name}"
+    train_cfg = cfg.train.model_copy(update={"max_length": max_length, "truncation": truncation})
     out = train_classifier(model, tok, train=(texts, labels), dev=(data.texts("dev"), data.ids(data.dev)),
-                           num_labels=len(data.labels), cfg=cfg.train.model_copy(update={"max_length": max_length}),
+                           num_labels=len(data.labels), cfg=train_cfg,
                            seed=ctx.seed, work_dir=work, teacher_logits=logits, kd=cfg.kd)
-    save_model(out.model, tok, dest)
+    save_model(out.model, tok, dest, inference=out.inference)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -109,12 +110,14 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
     t0 = time.perf_counter()
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
     t_dir = ctx.model_dir(cfg.teacher)
-    from llmopt.models import load_tokenizer
+    from llmopt.models import load_tokenizer, read_inference_settings
+    from llmopt.training.config import with_model_settings
     from llmopt.training.tokenize import model_limit, resolve_max_length, token_lengths
 
     t_tok = load_tokenizer(t_dir)
-    auto = cfg.train.max_length == "auto"
-    max_length = resolve_max_length(cfg.train.max_length, token_lengths(t_tok, data.texts("train")) if auto else None,
+    train_cfg = with_model_settings(cfg.train, read_inference_settings(t_dir))  # unset: as the teacher was trained
+    auto, truncation = train_cfg.max_length == "auto", train_cfg.truncation
+    max_length = resolve_max_length(train_cfg.max_length, token_lengths(t_tok, data.texts("train")) if auto else None,
                                     model_limit(t_tok))
     dev_texts, dev_y = [r["text"] for r in data.dev], np.array(data.ids(data.dev))
     cand_dir, struct_dir = ctx.stage_dir / "candidates", ctx.stage_dir / "structures"
@@ -123,7 +126,7 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
 
     def teacher_pred() -> Any:
         if "teacher" not in live:
-            live["teacher"] = HFClassifier(t_dir, max_length, ctx.allow_pickle)
+            live["teacher"] = HFClassifier(t_dir, max_length, ctx.allow_pickle, truncation)
         return live["teacher"]
 
     t_file = cand_dir / "_teacher.json"
@@ -141,7 +144,7 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
         if "ort" not in live:
             if not (ort_dir / "model.onnx").is_file():
                 export_ort_int8_reference(t_dir, ort_dir, max_length=max_length, allow_pickle=ctx.allow_pickle)
-            live["ort"] = OrtClassifier(ort_dir, max_length, ctx.threads)
+            live["ort"] = OrtClassifier(ort_dir, max_length, ctx.threads, truncation)
         return live["ort"]
 
     if cfg.ort_int8_baseline:
@@ -176,12 +179,12 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
         if not (src / "config.json").is_file():
             if logits is None:
                 logits = teacher_logits(t_dir, data.texts("train"), max_length=max_length,
-                                        truncation=cfg.train.truncation, cache=ctx.stage_dir / "cache",
+                                        truncation=truncation, cache=ctx.stage_dir / "cache",
                                         allow_pickle=ctx.allow_pickle)
-            _train_structure(c, t_dir, src, data, logits, cfg, ctx, max_length)
+            _train_structure(c, t_dir, src, data, logits, cfg, ctx, max_length, truncation)
         onnx = ctx.stage_dir / "onnx" / name
-        build_onnx_model(src, onnx, c["scheme"], dev_texts[:128], max_length)
-        cand = OrtClassifier(onnx, max_length, ctx.threads)
+        build_onnx_model(src, onnx, c["scheme"], dev_texts[:128], max_length, truncation=truncation)
+        cand = OrtClassifier(onnx, max_length, ctx.threads, truncation)
         res = {**c, **_measure(cand, dev_texts, dev_y, data.labels, cfg, ctx),
                "size_bytes": weights_size_bytes(onnx / "model.onnx")}
         # the gate: measurably faster (teacher alive beside it, interleaved paired timing) and smaller
@@ -196,7 +199,7 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
 
     chosen, why = S.choose(done, min_acc, cfg.objective)
     metrics: dict[str, Any] = {
-        "parent": model_ref_str(cfg.teacher), "max_length": max_length, "teacher_dev": S.summary(teacher), "min_dev_accuracy": min_acc,
+        "parent": model_ref_str(cfg.teacher), "max_length": max_length, "truncation": truncation, "teacher_dev": S.summary(teacher), "min_dev_accuracy": min_acc,
         "max_drop": cfg.max_drop, "drop": cfg.drop, "objective": cfg.objective,
         "teacher_ort_int8_dev": S.summary(ort_ref) if ort_ref is not None else None,
         "candidates": {n: S.summary(c) | {k: c.get(k) for k in ("layers", "ffn_keep", "vocab_trim", "scheme",
@@ -223,7 +226,8 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
         from llmopt.eval.metrics import classification_report
         from llmopt.eval.predictors import predict_all
 
-        pred = predict_all(OrtClassifier(ctx.out_dir / "model", max_length, ctx.threads), test_texts).argmax(1)
+        pred = predict_all(OrtClassifier(ctx.out_dir / "model", max_length, ctx.threads, truncation),
+                           test_texts).argmax(1)
         rep = classification_report(test_y, pred, data.labels, cfg.bootstrap_resamples, ctx.seed)
         metrics["chosen_test"] = {k: rep[k] for k in ("n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci")}
     return StageResult(metrics)

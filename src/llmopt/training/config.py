@@ -39,3 +39,10 @@ class KDConfig(BaseModel):
 
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the KD term; 1 - alpha on cross-entropy")
+
+
+def with_model_settings(cfg: TrainConfig, settings: dict) -> TrainConfig:
+    """`cfg` with the max_length / truncation the recipe left unset taken from the parent model's training
+    settings (`llmopt.models.read_inference_settings`), so a student or a pruned model sees texts as its parent did."""
+    update = {k: settings[k] for k in ("max_length", "truncation") if k in settings and k not in cfg.model_fields_set}
+    return cfg.model_copy(update=update) if update else cfg

@@ -12,10 +12,11 @@ AUTO_PERCENTILE = 95
 
 def token_lengths(tokenizer: Any, texts: list[str]) -> np.ndarray:
     """Length in tokens (special tokens included) of every text, untruncated."""
-    if not texts:
-        return np.zeros(0, dtype=np.int64)
-    enc = tokenizer(texts, truncation=False, add_special_tokens=True, verbose=False)
-    return np.array([len(ids) for ids in enc["input_ids"]], dtype=np.int64)
+    out = np.zeros(len(texts), dtype=np.int64)
+    for s in range(0, len(texts), 1024):  # in chunks: the ids of a large corpus of long texts need not fit at once
+        enc = tokenizer(texts[s : s + 1024], truncation=False, add_special_tokens=True, verbose=False)
+        out[s : s + 1024] = [len(ids) for ids in enc["input_ids"]]
+    return out
 
 
 def model_limit(tokenizer: Any, model_config: Any = None) -> int:
@@ -52,17 +53,49 @@ def coverage(lengths: np.ndarray, max_length: int) -> dict[str, float | int]:
     }
 
 
+MOST_CUT = 0.5  # above this share of cut train texts, the console and the report warn
+LENGTH_THRESHOLDS = (64, 128, 256, 512)
+
+
+def length_distribution(lengths: np.ndarray, thresholds: tuple[int, ...] = LENGTH_THRESHOLDS) -> dict[str, Any]:
+    """Percentiles (p50/p90/p95/p99), mean and max of `lengths`, and the share of rows over each threshold."""
+    lengths = np.asarray(lengths)
+    if len(lengths) == 0:
+        return {"rows": 0}
+    return {
+        "rows": int(len(lengths)),
+        **{f"p{q}": float(np.percentile(lengths, q)) for q in (50, 90, 95, 99)},
+        "mean": float(lengths.mean()),
+        "max": int(lengths.max()),
+        **({"share_over": {str(t): float(np.mean(lengths > t)) for t in thresholds}} if thresholds else {}),
+    }
+
+
+def cut_warning(cov: dict[str, Any], setting: int | str, truncation: str) -> str | None:
+    """One line for the console when most train texts are longer than max_length; None when most fit."""
+    if not cov.get("rows") or cov["share_rows_cut"] <= MOST_CUT:
+        return None
+    # auto already stops at the 95th percentile or the model's limit: a larger number would not fit
+    fixes = (["a larger max_length", "max_length: auto"] if setting != "auto" else []) + (
+        ["truncation: head_tail"] if truncation != "head_tail" else [])
+    return (f"warning: max_length {cov['max_length']} ({truncation} truncation) cuts "
+            f"{100 * cov['share_rows_cut']:.0f}% of the train texts, which keep "
+            f"{100 * cov['mean_share_tokens_kept']:.0f}% of their tokens on average"
+            + (f"; consider {' or '.join(fixes)}" if fixes else "") + ".")
+
+
 def encode(tokenizer: Any, texts: list[str], max_length: int, truncation: str = "right") -> dict[str, list]:
     """Token features for `texts`. head_tail keeps the first quarter and the last three quarters of the budget
     (Sun et al. 2019: the end of a long review or message often carries its verdict); special tokens stay."""
     if truncation == "right":
         return dict(tokenizer(texts, truncation=True, max_length=max_length))
     full = tokenizer(texts, truncation=False, verbose=False)
+    return {k: [head_tail(seq, max_length) for seq in full[k]] for k in full}
+
+
+def head_tail(seq: list, max_length: int) -> list:
+    """The first quarter and the last three quarters of `max_length` from a sequence longer than it."""
+    if len(seq) <= max_length:
+        return seq
     head = max(1, max_length // 4)
-    tail = max_length - head
-    out: dict[str, list] = {k: [] for k in full}
-    for i in range(len(texts)):
-        for k in full:
-            seq = full[k][i]
-            out[k].append(seq if len(seq) <= max_length else seq[:head] + seq[len(seq) - tail:])
-    return out
+    return seq[:head] + seq[len(seq) - (max_length - head):]

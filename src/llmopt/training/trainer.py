@@ -27,6 +27,11 @@ class TrainOutcome:
     def model(self) -> Any:
         return self.trainer.model
 
+    @property
+    def inference(self) -> dict[str, Any]:
+        """How the model saw its texts — saved beside it (llmopt_inference.json) so predictors see them alike."""
+        return {"max_length": self.metrics["max_length"], "truncation": self.metrics["truncation"]}
+
 
 def _compute_metrics(k: int):
     from sklearn.metrics import accuracy_score, f1_score
@@ -173,12 +178,16 @@ def train_classifier(
     from transformers import EarlyStoppingCallback
 
     from llmopt.training.callbacks import ChecksumOnSave, JsonlLogger, progress_callback
-    from llmopt.training.tokenize import coverage, model_limit, resolve_max_length, token_lengths
+    from llmopt import console
+    from llmopt.training.tokenize import coverage, cut_warning, model_limit, resolve_max_length, token_lengths
 
     work_dir = Path(work_dir)
     texts, labels = train
     train_len = token_lengths(tokenizer, texts)
     max_length = resolve_max_length(cfg.max_length, train_len, model_limit(tokenizer, getattr(model, "config", None)))
+    train_coverage = coverage(train_len, max_length)
+    if warning := cut_warning(train_coverage, cfg.max_length, cfg.truncation):
+        console.note(warning)
     report_tb = importlib.util.find_spec("tensorboard") is not None
     if report_tb:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(work_dir / "tensorboard")
@@ -209,7 +218,7 @@ def train_classifier(
     return TrainOutcome(trainer, {
         "max_length": max_length,
         "truncation": cfg.truncation,
-        "train_coverage": coverage(train_len, max_length),
+        "train_coverage": train_coverage,
         "global_steps": trainer.state.global_step,
         "resumed_at_step": start,
         "steps_trained_now": trainer.state.global_step - start,
