@@ -160,3 +160,8 @@ def test_validate_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_misspelt_type_key_is_named():
+    with pytest.raises(RecipeError, match=r"r.yaml:\d+: stages\[2\]: no `type:` \('tpye' looks like a typo of 'type'\)"):
+        parse_recipe(GOOD.replace("    type: evaluate", "    tpye: evaluate"), source="r.yaml")

@@ -152,6 +152,13 @@ def _validate(raw: dict, root: yaml.Node | None, source: str) -> Recipe:
         if not isinstance(st, dict):
             raise RecipeError(f"{_where(source, root, ['stages', i])}: stage {i} must be a mapping with 'id' and 'type'.")
         st_type = st.get("type")
+        if "type" not in st:
+            typo = [k for k in st if did_you_mean(str(k), ["type"])]
+            hint = f" ('{typo[0]}' looks like a typo of 'type')" if typo else ""
+            raise RecipeError(
+                f"{_where(source, root, ['stages', i, *(typo[:1] or [])])}: stages[{i}]: no `type:`{hint}. "
+                f"Give each stage a type: {', '.join(STAGES)} (run `llmopt stages`)."
+            )
         if st_type not in STAGES:
             raise RecipeError(
                 f"{_where(source, root, ['stages', i, 'type'])}: stages[{i}].type: unknown stage type "
