@@ -134,14 +134,15 @@ def section(sid: str, m: dict, doc: Any) -> None:
     doc.h(2, f"Distillation ({sid})")
     kd = m.get("kd") or {}
     layers = m.get("student_layers")
-    student = (f"{len(layers)} layers copied from the teacher (its layers {', '.join(map(str, layers))})" if layers
+    student = (f"a {len(layers)}-layer student made of the teacher's layers {', '.join(map(str, layers))}" if layers
                else short_path(m["student"]))
     labelled = m["transfer_rows"] - m["unlabelled_rows"]
     doc.p(f"Teacher → student: {short_path(m.get('parent') or m['teacher'])} ({m['teacher_params']:,} parameters) → "
           f"{student} ({m['student_params']:,} parameters, {m['teacher_params'] / max(m['student_params'], 1):.1f}× "
-          f"fewer). Transfer set: {m['transfer_rows']:,} texts — {labelled:,} labelled train rows"
-          + (f" plus {m['unlabelled_rows']:,} unlabelled or augmented texts the teacher labels" if m["unlabelled_rows"]
-             else "") + f"; the teacher's logits on them are the soft targets (it gets "
+          "fewer). Transfer set: " + (f"{m['transfer_rows']:,} texts — the {labelled:,} labelled train rows plus "
+                                      f"{m['unlabelled_rows']:,} unlabelled or augmented texts"
+                                      if m["unlabelled_rows"] else f"the {labelled:,} labelled train rows")
+          + "; the teacher's logits on them are the soft targets (it gets "
           f"{_pct(m['teacher_train_accuracy'])}% of the labelled train rows right). Loss: "
           f"{_num(kd.get('alpha'), '{:g}')}·T²·KL at T = {_num(kd.get('temperature'), '{:g}')} plus "
           f"{_num(1 - kd['alpha'] if kd else None, '{:g}')}·cross-entropy. "

@@ -149,14 +149,14 @@ def section(sid: str, m: dict, doc: Any) -> None:
 
     doc.h(2, f"Pruning ({sid})")
     b, a = m["config_before"], m["config_after"]
-    doc.p(f"Pruned model: {short_path(m['parent'])}; parameters {m['params_before']:,} → {m['params_after']:,} "
+    doc.p(f"Starting model: {short_path(m['parent'])}; parameters {m['params_before']:,} → {m['params_after']:,} "
           f"({m['params_before'] / max(m['params_after'], 1):.1f}× fewer).")
     doc.table(["", "layers", "hidden", "heads", "FFN width", "vocabulary", "parameters", "weights MB"],
-              [["before", *(str(b[k]) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
-                                                "intermediate_size", "vocab_size")),
+              [["before", *(f"{b[k]:,}" for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
+                                                  "intermediate_size", "vocab_size")),
                 f"{m['params_before']:,}", f"{m['weights_bytes_before'] / 2**20:.1f}"],
-               ["after", *(str(a[k]) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
-                                               "intermediate_size", "vocab_size")),
+               ["after", *(f"{a[k]:,}" for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
+                                                 "intermediate_size", "vocab_size")),
                 f"{m['params_after']:,}", f"{m['weights_bytes_after'] / 2**20:.1f}"]])
     said = []
     if m.get("layers_kept") is not None:
