@@ -82,7 +82,7 @@ def record_event(run_dir: Path, **event: object) -> None:
     from llmopt.rundir import _now
 
     with open(Path(run_dir) / "events.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps({"at": _now(), "pid": os.getpid(), **event}) + "\n")
+        f.write(json.dumps({"at": _now(), "t": round(time.time(), 3), "pid": os.getpid(), **event}) + "\n")
 
 
 def execute(recipe: Recipe, recipe_text: str, run_dir: Path, argv: list[str], allow_pickle: bool = False) -> None:
