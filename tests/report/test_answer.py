@@ -49,6 +49,10 @@ def test_fastest_qualifying_model_is_recommended():
     # no gate against the teacher recorded and no per-run latencies: from the p50s, 10 / 2 and 80 MB / 10 MB
     assert rec["vs_reference"]["speedup"] == 5.0 and rec["vs_reference"]["size_ratio"] == 8.0
     assert rec["vs_ort_int8"] is None
+    assert rec["tradeoff"] == "tiny"  # faster and gated, but outside the accuracy budget: named as the trade-off
+    doc = Doc()
+    section(ev, doc)
+    assert "Faster, but outside the accuracy budget: tiny — 1.00 ms at batch 1 (2.0× faster than quant)" in doc.markdown()
 
 
 def test_gate_against_teacher_gives_the_interval():
@@ -128,6 +132,10 @@ def test_teacher_int8_export_is_compared_and_is_a_candidate():
     rec = recommend(ev)
     assert rec["candidates"]["teacher-ort-int8"]["qualifies"] and rec["name"] == "teacher-ort-int8"
     assert rec["vs_ort_int8"] is None
+    assert "unpaired" in rec["candidates"]["teacher-ort-int8"]["gate_why"]
+    doc = Doc()
+    section(ev, doc)
+    assert "teacher-ort-int8, the teacher itself exported to ONNX Runtime int8" in doc.markdown()
 
 
 def test_absent_ort_int8_and_missing_fields_do_not_break_the_answer():

@@ -39,13 +39,16 @@ def accuracy_check(m: dict[str, Any], ref: dict[str, Any], keep: float = KEEP,
     kept = m["accuracy"] / ref["accuracy"] if ref["accuracy"] else 1.0
     vs = m.get("vs_reference") or {}
     p = (vs.get("accuracy") or {}).get("p_value")
+    # a bootstrap of n resamples cannot resolve p below 1/n
+    shown = None if p is None else (f"p < {1 / vs['resamples']:g}" if vs.get("resamples") and p < 1 / vs["resamples"]
+                                    else f"p = {p:.3f}")
     if kept >= keep:
         return True, f"keeps {100 * kept:.1f}% of the reference's accuracy"
     if p is not None and p >= alpha:
         return True, (f"keeps {100 * kept:.1f}% of the reference's accuracy, a difference that is not significant "
-                      f"(paired p = {p:.3f})")
+                      f"(paired {shown})")
     why = f"keeps {100 * kept:.1f}% of the reference's accuracy (< {100 * keep:g}%)"
-    return False, why + (f", a significant drop (paired p = {p:.3f})" if p is not None else "")
+    return False, why + (f", a significant drop (paired {shown})" if p is not None else "")
 
 
 def gate_check(m: dict[str, Any]) -> tuple[bool, str]:
@@ -119,8 +122,9 @@ def recommend(ev: dict[str, Any], keep: float = KEEP, alpha: float = ALPHA) -> d
             m = {**m, "gate": speed_gate(m, ref, reference)}
         a_ok, a_why = accuracy_check(m, ref, keep, alpha)
         g_ok, g_why = gate_check(m)
-        if name == ort and not m.get("gate"):
-            g_why = "not timed against the teacher (no per-run latencies recorded)"
+        if name == ort and not models[name].get("gate"):
+            g_why = ("not timed against the teacher (no per-run latencies recorded)" if not m.get("gate") else
+                     g_why + " (its own batch-1 runs against the teacher's, unpaired)")
         cands[name] = {"accuracy_ok": a_ok, "accuracy_why": a_why, "gate_ok": g_ok, "gate_why": g_why,
                        "qualifies": a_ok and g_ok}
     ok = [n for n, c in cands.items() if c["qualifies"]]
@@ -137,9 +141,10 @@ def recommend(ev: dict[str, Any], keep: float = KEEP, alpha: float = ALPHA) -> d
         name = min(ok, key=lambda n: models[n]["latency_b1_p50_ms"])
         kind = "model"
         c = cands[name]
-        others = len(ok) - 1
+        others = [n for n in ok if n != name]
         reason = (f"the fastest model that {c['accuracy_why']} and {c['gate_why']}"
-                  + (f" ({others} other model{'s' if others > 1 else ''} also qualified)" if others else ""))
+                  + (f"; {', '.join(others)} also qualif{'y' if len(others) > 1 else 'ies'} but "
+                     f"{'are' if len(others) > 1 else 'is'} slower" if others else ""))
     else:
         name, kind = reference, "reference"
         reason = ("no other model qualifies: " + "; ".join(
@@ -154,6 +159,10 @@ def recommend(ev: dict[str, Any], keep: float = KEEP, alpha: float = ALPHA) -> d
             b = max(fine, key=lambda n: models[n]["accuracy"])
             baseline_note = (f"the {b} baseline also stays within the accuracy budget "
                              f"({accuracy_check(models[b], ref, keep, alpha)[1]}) and is faster; consider it")
+    # the trade-off a reader may still want: a faster model that passed its gates but not the accuracy budget
+    faster = [n for n, c in cands.items() if c["gate_ok"] and not c["accuracy_ok"]
+              and models[n]["latency_b1_p50_ms"] < models[name]["latency_b1_p50_ms"]]
+    tradeoff = min(faster, key=lambda n: models[n]["latency_b1_p50_ms"]) if faster else None
     m = models[name]
     vs_ref = compare(m, ref, reference, m["gate"] if m.get("gate", {}).get("parent") == reference else None) \
         if name != reference else None
@@ -167,7 +176,7 @@ def recommend(ev: dict[str, Any], keep: float = KEEP, alpha: float = ALPHA) -> d
         vs_ort["size_ratio"] = vs_ort.get("size_ratio") or g.get("size_ratio")
     return {"name": name, "kind": kind, "reason": reason, "rule": rule_text(keep, alpha), "reference": reference,
             "candidates": cands, "vs_reference": vs_ref, "ort_int8": ort if vs_ort else None, "vs_ort_int8": vs_ort,
-            "baseline_note": baseline_note}
+            "baseline_note": baseline_note, "tradeoff": tradeoff}
 
 
 def _x(v: float) -> str:
@@ -179,7 +188,7 @@ def speed_phrase(c: dict[str, Any]) -> str:
     s, ci, v = c.get("speedup"), c.get("speedup_ci"), c.get("verdict")
     if not s:
         return "speed not measured"
-    band = f" (95% CI {ci[0]:.2f}–{ci[1]:.2f}×)" if ci else ""
+    band = f" (95% CI {_x(ci[0])[:-1]}–{_x(ci[1])})" if ci else ""
     if v in (None, "faster") and s >= 1:
         return f"{_x(s)} faster{band}"
     if v in (None, "slower") and s < 1:
@@ -215,6 +224,8 @@ def section(ev: dict[str, Any], doc: Any, files: dict[str, str] | None = None) -
              "reference": f"The answer: keep the teacher, {name}"}[rec["kind"]]
     doc.h(2, title)
     what = f"{name} ({m.get('runtime', m.get('kind'))})"
+    if name == ort_int8_of(ev):
+        what = f"{name}, the teacher itself exported to ONNX Runtime int8 ({m.get('runtime')}) and not otherwise compressed,"
     lines = []
     if rec["kind"] == "reference":
         lines.append(f"{what} is the reference every other model was tested against. Why: {rec['reason']}.")
@@ -256,6 +267,13 @@ def section(ev: dict[str, Any], doc: Any, files: dict[str, str] | None = None) -
     doc.table(["model", "role", "test accuracy % [95% CI]", "batch-1 p50 ms", "size (weights)"], rows)
     if rec["baseline_note"]:
         doc.p(f"Note: {rec['baseline_note']}.")
+    if rec["tradeoff"]:
+        t = models[rec["tradeoff"]]
+        d = t["vs_reference"]["accuracy"]
+        doc.p(f"Faster, but outside the accuracy budget: {rec['tradeoff']} — {_ms(t['latency_b1_p50_ms'])} ms at batch 1 "
+              f"({_x(m['latency_b1_p50_ms'] / t['latency_b1_p50_ms'])} faster than {name}), {_mb(size_of(t))}, test "
+              f"accuracy {_pct(t['accuracy'])}% (Δ {100 * d['diff']:+.1f} points [95% CI {100 * d['ci'][0]:+.1f}, "
+              f"{100 * d['ci'][1]:+.1f}] against the teacher). Use it only if that loss is acceptable.")
     if rec["candidates"]:
         doc.table(["model", "accuracy budget", "speed/size gate", "verdict"],
                   [[n, ("✓ " if c["accuracy_ok"] else "✗ ") + c["accuracy_why"],
