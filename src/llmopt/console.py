@@ -155,7 +155,7 @@ def capture(run_dir: Path) -> Iterator[None]:
         if session.stage is not None:
             sid, t0 = session.stage
             what = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
-            session.emit(f"{session.bad} {sid:<10} {what:>8}   after {_dur(time.perf_counter() - t0)}", style="red")
+            session.emit(f"{session.bad} {sid:<10} {what:>10}   after {_dur(time.perf_counter() - t0)}", style="red")
         raise
     finally:
         _stop_live()
@@ -196,15 +196,16 @@ def stage_started(label: str, stage_id: str) -> None:
     session.stage = (stage_id, time.perf_counter())
     if not session.live:
         return session.emit(f"{label} …")
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+    from rich.progress import BarColumn, Progress, TextColumn
 
     session.to_log(f"{label} …")
     progress = Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), _IfTotal(BarColumn(bar_width=30)), _Steps(), _Eta(),
+        _Spinner(), TextColumn("{task.description}"), _IfTotal(BarColumn(bar_width=20)), _Steps(), _Eta(),
         TextColumn("{task.fields[metric]}"), _Elapsed(session.stage[1]),
         console=session.rich, transient=True, redirect_stdout=False, redirect_stderr=False, refresh_per_second=4,
     )
-    _state["progress"], _state["task"] = progress, progress.add_task(label, total=None, metric="")
+    short = label.replace(f" ({stage_id})", "")  # '[4/7] prune', not '[4/7] prune (prune)': 80 columns
+    _state["progress"], _state["task"] = progress, progress.add_task(short, total=None, metric="")
     progress.start()
 
 
@@ -213,7 +214,7 @@ def stage_done(stage_id: str, seconds: float, metrics: dict) -> None:
     _stop_live()
     session = _state["session"]
     mark = session.ok if session else "✓"
-    line = f"{mark} {stage_id:<10} {_dur(seconds):>8}   {summary(metrics)}".rstrip()
+    line = f"{mark} {stage_id:<10} {_dur(seconds):>10}   {summary(metrics)}".rstrip()
     if session is not None:
         session.stage = None
         session.emit(line, style="green")
@@ -229,7 +230,7 @@ def stage_skipped(stage_id: str, stage_dir: Path) -> None:
     said = summary(read_json(m)) if m.is_file() else ""
     session = _state["session"]
     mark = session.ok if session else "✓"
-    line = f"{mark} {stage_id:<10} {'skipped':>8}   (done earlier)  {said}".rstrip()
+    line = f"{mark} {stage_id:<10} {'skipped':>10}   (done earlier)  {said}".rstrip()
     if session is not None:
         session.emit(line, style="dim")
     else:
@@ -287,6 +288,14 @@ def _column(render: Any) -> Any:
     return Col()
 
 
+def _Spinner() -> Any:
+    """Spins while the stage runs, also after its training's bar is full (saving, final evaluation)."""
+    from rich.spinner import Spinner
+
+    spinner = Spinner("dots", style="green")
+    return _column(lambda task: spinner.render(time.monotonic()))
+
+
 def _IfTotal(inner: Any) -> Any:
     """A column shown only for a stage that knows its total (training): others have no bar."""
     from rich.text import Text
@@ -305,7 +314,7 @@ def _Eta() -> Any:
 
     def render(t: Any) -> Any:
         left = t.time_remaining
-        if not t.total or left is None:
+        if not t.total or left is None or t.finished:
             return Text("")
         return Text(f"ETA {int(left) // 60}:{int(left) % 60:02d}", style="cyan")
 
@@ -316,7 +325,11 @@ def _Elapsed(t0: float) -> Any:
     """Time since the stage started (a training's reset of the bar does not restart it)."""
     from rich.text import Text
 
-    return _column(lambda t: Text(_dur(time.perf_counter() - t0), style="yellow"))
+    def render(t: Any) -> Any:
+        s = int(time.perf_counter() - t0)
+        return Text(f"{s // 60}:{s % 60:02d}", style="yellow")
+
+    return _column(render)
 
 
 def _dur(seconds: float) -> str:
@@ -391,8 +404,8 @@ def results_table(run_dir: Path) -> str | None:
                      ("baseline" if e.get("kind") == "baseline" else "")])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     right = {2, 3, 4, 5}
-    lines = [f"Results on {ev.get('n', '?'):,} {ev.get('split', 'test')} rows (stage '{sid}'; ×smaller and ×faster "
-             f"than {ref_name}, p50 = batch-1 latency):"]
+    lines = [f"Results of '{sid}' on {ev.get('n', 0):,} {ev.get('split', 'test')} rows "
+             f"(×smaller, ×faster: than {ref_name}; p50: batch-1 latency)"]
     for r in rows:
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
         lines.append("  " + "  ".join(cells).rstrip())
@@ -400,9 +413,11 @@ def results_table(run_dir: Path) -> str | None:
 
 
 def _gate(g: dict) -> str:
+    """'✓ vs distill' (faster and smaller than its parent) or '✗ vs distill: not faster, not smaller'."""
     if g.get("passed"):
-        return f"✓ faster and smaller than {g.get('parent')}"
-    why = [] if g.get("faster") else [str(g.get("verdict"))]
+        return f"✓ vs {g.get('parent')}"
+    why = [] if g.get("faster") else ["slower" if g.get("verdict") == "slower" else
+                                      "speed not measured" if g.get("verdict") == "not measured" else "not faster"]
     if not g.get("smaller"):
         why.append("not smaller")
     return f"✗ vs {g.get('parent')}: {', '.join(why)}"
