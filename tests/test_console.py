@@ -174,3 +174,15 @@ def test_results_table_reference_values(tmp_path):
     assert re.search(r"6\.00 +45\.0 +2\.0 +2\.0 +✗ vs distill: not faster$", rows["prune"])
     assert re.search(r"0\.00 +– +– +baseline", rows["majority"])
     assert list(rows) == ["finetune", "quantize", "prune", "majority"]  # models first, then baselines
+
+
+def test_verbose_shows_the_trainers_logs(tmp_path, capsys):
+    console.configure(verbose=True)
+    try:
+        with console.capture(tmp_path):
+            console.stage_started("[1/1] ft (finetune)", "ft")
+            console.training_callback().on_log(None, SimpleNamespace(global_step=3), None, logs={"loss": 0.5})
+    finally:
+        console.configure(verbose=False)
+    assert 'trainer ft step 3: {"loss": 0.5}' in capsys.readouterr().err
+    assert 'trainer ft step 3: {"loss": 0.5}' in (tmp_path / "run.log").read_text()

@@ -263,8 +263,9 @@ def training_callback() -> Any | None:
                 _state["progress"].update(_state["task"], completed=state.global_step)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
-            if logs:
-                session.to_log(f"trainer {stage} step {state.global_step}: {json.dumps(logs, default=float)}")
+            if logs:  # run.log; with --verbose on the terminal too
+                line = f"trainer {stage} step {state.global_step}: {json.dumps(logs, default=float)}"
+                (session.emit if _state["verbose"] else session.to_log)(line)
 
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kw: Any) -> None:
             if not metrics or "eval_accuracy" not in metrics:
