@@ -29,16 +29,20 @@ def test_measure_speed_is_keyword_only_and_keeps_its_keys():
     assert min(out["latency_b1_runs_ms"]) >= 0.5 and out["latency_b1_p50_ms"] >= 0.5
 
 
-def test_compare_latency_alternates_abba_on_the_same_inputs():
+def test_compare_latency_alternates_abba_blocks_on_the_same_inputs():
     log: list = []
     out = compare_latency(child=_sleeper(0, log, "c"), parent=_sleeper(0, log, "p"), texts=TEXTS, threads=1,
-                          runs=6, warmup=1, resamples=200, seed=0)
+                          runs=6, warmup=1, resamples=200, seed=0, block=3, settle_s=0)
     timed = log[2:]  # after one warm-up pair
-    assert [tag for tag, _ in timed] == list("cppccppccppc")  # child first on even pairs, parent first on odd
-    for i in range(6):  # both members of a pair see the same single text
-        assert timed[2 * i][1] == timed[2 * i + 1][1] == (TEXTS[i],)
-    assert len(out["child_runs_ms"]) == len(out["parent_runs_ms"]) == 6
-    assert out["method"] == "paired" and out["order"] == "ABBA"
+    # blocks of 1 uncounted settling call + 3 timed calls; child block first on even pairs, parent first on odd
+    assert "".join(tag for tag, _ in timed) == "cccc" "pppp" "pppp" "cccc"
+    blocks = [timed[i:i + 4] for i in range(0, 16, 4)]
+    for a, b in ((blocks[0], blocks[1]), (blocks[2], blocks[3])):  # a block pair times the same texts
+        assert [t for _, t in a[1:]] == [t for _, t in b[1:]]
+    assert [t for _, t in blocks[0][1:]] == [(TEXTS[0],), (TEXTS[1],), (TEXTS[2],)]
+    assert [t for _, t in blocks[2][1:]] == [(TEXTS[3],), (TEXTS[4],), (TEXTS[5],)]
+    assert len(out["child_runs_ms"]) == len(out["parent_runs_ms"]) == 6 and out["block_pairs"] == 2
+    assert out["method"] == "paired" and out["order"] == "ABBA blocks of 3"
 
 
 def test_compare_latency_two_vs_one_ms():

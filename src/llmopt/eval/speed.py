@@ -141,34 +141,56 @@ def compare_latency(
     warmup: int = 10,
     resamples: int = 1000,
     seed: int = 0,
+    block: int = 5,
+    settle_s: float = 0.005,
 ) -> dict[str, Any]:
     """Interleaved paired batch-1 timing of two predictors that are alive at the same time.
 
-    Run i feeds texts[i % len(texts)] to both, back to back, in ABBA order (child first on even
-    pairs, parent first on odd ones) so that warm caches and slow drift of the machine (clock,
-    neighbours) fall on both sides alike. `ratio` is the median over pairs of child/parent latency,
-    `ratio_ci` a bootstrap 95% interval over the pairs; below 1 means the child is faster.
+    The runs go in blocks of `block` calls per model, in ABBA block order (child block first on even pairs,
+    parent block first on odd ones), so that warm caches and slow drift of the machine (clock, neighbours)
+    fall on both sides alike. At each switch the machine rests `settle_s` and the first call of the block is
+    not counted: the thread pool of the model just timed (ONNX Runtime, OpenMP) may still be spinning, and
+    timing one runtime while the other's threads spin made a PyTorch parent look several times slower than
+    it is alone. `ratio` is the median over block pairs of median(child)/median(parent), `ratio_ci` a
+    bootstrap 95% interval over the block pairs; below 1 means the child is faster.
     """
     if not texts:
         raise ValueError("compare_latency needs at least one text")
-    child_s, parent_s = [], []
+    block = max(2, block)
+    pairs = max(2, runs // block)
+    child_s: list[float] = []
+    parent_s: list[float] = []
+    child_blocks: list[float] = []
+    parent_blocks: list[float] = []
+    k = 0
     with _torch_threads(threads):
         for i in range(warmup):
             t = [texts[i % len(texts)]]
             child(t)
             parent(t)
-        for i in range(runs):
-            t = [texts[i % len(texts)]]
-            order = ((child, child_s), (parent, parent_s))
-            for fn, out in order if i % 2 == 0 else order[::-1]:
-                t0 = time.perf_counter()
-                fn(t)
-                out.append(time.perf_counter() - t0)
+        for j in range(pairs):
+            order = ((child, child_s, child_blocks), (parent, parent_s, parent_blocks))
+            for fn, out, medians in order if j % 2 == 0 else order[::-1]:
+                time.sleep(settle_s)
+                fn([texts[k % len(texts)]])  # not counted: the other runtime's threads may still spin
+                times = []
+                for _ in range(block):
+                    t = [texts[k % len(texts)]]
+                    t0 = time.perf_counter()
+                    fn(t)
+                    times.append(time.perf_counter() - t0)
+                    k += 1
+                k -= block  # both sides see the same texts in each block pair
+                out.extend(times)
+                medians.append(float(np.median(times)))
+            k += block
     c_ms, p_ms = np.array(child_s) * 1000, np.array(parent_s) * 1000
-    ratio, ci = bootstrap_ratio_ci(c_ms, p_ms, paired=True, resamples=resamples, seed=seed)
+    ratio, ci = bootstrap_ratio_ci(np.array(child_blocks), np.array(parent_blocks), paired=True,
+                                   resamples=resamples, seed=seed)
     return {
         "method": "paired",
-        "order": "ABBA",
+        "order": f"ABBA blocks of {block}",
+        "block_pairs": pairs,
         "ratio": ratio,
         "ratio_ci": ci,
         "child_p50_ms": float(np.median(c_ms)),
