@@ -274,7 +274,12 @@ def training_callback() -> Any | None:
             if _state["progress"] is not None:
                 _state["progress"].update(_state["task"], metric=said)
             elif not session.live:
-                session.emit(f"  {stage}: step {state.global_step}/{state.max_steps}  {said}")
+                line = f"  {stage}: step {state.global_step}/{state.max_steps}  {said}"
+                if line != self.last:  # a stage's own final evaluate() repeats the last epoch's line
+                    session.emit(line)
+                self.last = line
+
+        last = ""
 
     return _Progress()
 
