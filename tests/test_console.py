@@ -167,7 +167,8 @@ def test_results_table_reference_values(tmp_path):
     (sdir / "config.json").write_text(json.dumps({"id": "evaluate", "type": "evaluate"}))
     (sdir / "DONE").write_text("{}")
     table = console.results_table(tmp_path)
-    rows = {ln.split()[0]: ln for ln in table.splitlines()[2:]}
+    rows = {ln.split()[0]: ln for ln in table.splitlines()[2:] if ln.startswith("  ")}
+    assert table.splitlines()[-1].startswith("Recommended: quantize — ")  # the report's answer, in one line
     assert "1,276 test rows" in table.splitlines()[0] and "than finetune" in table.splitlines()[0]
     assert re.search(r"80\.0% \[75\.0, 85\.0\] +12\.00 +90\.0 +1\.0 +1\.0", rows["finetune"])
     assert re.search(r"79\.0% .* 3\.00 +22\.5 +4\.0 +4\.0 +✓ vs prune$", rows["quantize"])

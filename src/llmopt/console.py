@@ -407,7 +407,8 @@ def results_table(run_dir: Path) -> str | None:
                   else "–")
         rows.append([name + (" (ref)" if name == ref_name else ""), acc_s, "–" if p50 is None else f"{p50:.2f}",
                      _mb(size), smaller, faster, _gate(e.get("gate")) if e.get("gate") else
-                     ("baseline" if e.get("kind") == "baseline" else "")])
+                     ("teacher's int8 export" if name.endswith("-ort-int8") else
+                      "baseline" if e.get("kind") == "baseline" else "")])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     right = {2, 3, 4, 5}
     lines = [f"Results of '{sid}' on {ev.get('n', 0):,} {ev.get('split', 'test')} rows "
@@ -415,6 +416,13 @@ def results_table(run_dir: Path) -> str | None:
     for r in rows:
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
         lines.append("  " + "  ".join(cells).rstrip())
+    try:  # the report's answer, in one line
+        from llmopt.report.answer import recommend
+
+        rec = recommend(ev)
+        lines.append(f"Recommended: {rec['name']} — {rec['reason'].rstrip('.')}. The report gives the rule.")
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        pass
     return "\n".join(lines)
 
 
