@@ -51,9 +51,12 @@ def test_auto_picks_a_measured_candidate(tmp_path, tiny_bert, data_stage):
     cfg = QuantizeConfig(id="q", model=str(tiny_bert), scheme="auto", candidates=["fp32", "dynamic_int8"],
                          max_length=64, check_rows=10, latency_runs=10)
     m = run(cfg, ctx).metrics
-    lat = {s: r["latency_b1_p50_ms"] for s, r in m["candidates"].items()}
-    assert set(lat) == {"fp32", "dynamic_int8"}
-    assert m["scheme"] == min(lat, key=lat.get)
+    ratio = {s: r["latency_ratio_vs_fp32"] for s, r in m["candidates"].items()}
+    assert set(ratio) == {"fp32", "dynamic_int8"}
+    assert m["scheme"] == min(ratio, key=ratio.get)  # chosen on paired ratios against the fp32 export
+    for r in m["candidates"].values():
+        lo, hi = r["latency_ratio_vs_fp32_ci"]
+        assert lo <= r["latency_ratio_vs_fp32"] <= hi and "latency_b1_p50_ms" in r
 
 
 def test_onnx_folder_without_config_is_refused(tmp_path):

@@ -47,7 +47,7 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
     from llmopt.data.artifact import load_data_artifact
     from llmopt.errors import ModelError
     from llmopt.eval.predictors import OrtClassifier, predict_all
-    from llmopt.eval.speed import measure_speed
+    from llmopt.eval.speed import compare_latency, measure_speed
     from llmopt.fsutil import atomic_replace_dir
     from llmopt.models import inference_settings, weights_size_bytes
 
@@ -63,7 +63,8 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
                             truncation=truncation, fuse=cfg.optimize, allow_pickle=ctx.allow_pickle)
     if isinstance(built["fp32"], str):
         raise ModelError(f"quantize '{cfg.id}': the ONNX export of {src} failed: {built['fp32']}")
-    fp32_probs = predict_all(OrtClassifier(built["fp32"], max_length, ctx.threads, truncation), check)
+    fp32_pred = OrtClassifier(built["fp32"], max_length, ctx.threads, truncation)
+    fp32_probs = predict_all(fp32_pred, check)
 
     tried: dict[str, dict[str, Any]] = {}
     for scheme in (cfg.candidates if auto else [cfg.scheme]):
@@ -76,6 +77,11 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
         if auto:
             res.update(measure_speed(pred.predict_proba, texts=check, threads=ctx.threads, warmup=10,
                                      latency_runs=cfg.latency_runs, throughput_batches=3))
+            # every candidate against the same fp32 export, timed paired (both alive, ABBA blocks): the choice
+            # rests on ratios with intervals, not on p50s taken minutes apart
+            paired = compare_latency(child=pred.predict_proba, parent=fp32_pred.predict_proba, texts=check,
+                                     threads=ctx.threads, runs=cfg.latency_runs, warmup=5, seed=ctx.seed)
+            res.update(latency_ratio_vs_fp32=paired["ratio"], latency_ratio_vs_fp32_ci=paired["ratio_ci"])
         tried[scheme] = res
 
     ok = {s: r for s, r in tried.items() if "error" not in r}
@@ -84,8 +90,8 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
     if auto:
         agreeing = {s: r for s, r in ok.items() if r["agreement_with_fp32"] >= cfg.min_agreement}
         pool = agreeing or ok
-        chosen = min(pool, key=lambda s: pool[s]["latency_b1_p50_ms"])
-        why = (f"fastest at batch 1 of the schemes whose dev predictions agree with fp32 on ≥ "
+        chosen = min(pool, key=lambda s: (pool[s]["latency_ratio_vs_fp32"], pool[s]["size_bytes"]))
+        why = (f"fastest at batch 1 (paired latency ratio against the fp32 export) of the schemes whose dev predictions agree with fp32 on ≥ "
                f"{100 * cfg.min_agreement:.0f}% of {len(check)} rows" if agreeing else
                f"no scheme reached {100 * cfg.min_agreement:.0f}% agreement with fp32; kept the fastest anyway")
     else:
@@ -135,16 +141,20 @@ def section(sid: str, m: dict, doc: Any) -> None:
     def verdict(s: str, r: dict) -> str:
         if s == m["scheme"]:
             return "kept"
-        if r.get("latency_b1_p50_ms") is not None and r["latency_b1_p50_ms"] >= kept.get("latency_b1_p50_ms", 0):
+        speed = "latency_ratio_vs_fp32" if "latency_ratio_vs_fp32" in r else "latency_b1_p50_ms"
+        if r.get(speed) is not None and r[speed] >= kept.get(speed, 0):
             return "not kept: slower"
         return "not kept: agrees less with fp32" if auto else "not kept"
 
     rows = []
     for s, r in m["candidates"].items():
         if "error" in r:
-            rows.append([s, "failed: " + r["error"][:120], "", "", ""])
+            rows.append([s, "failed: " + r["error"][:120], "", "", "", ""])
         else:
+            ci = r.get("latency_ratio_vs_fp32_ci")
+            ratio = (f"{r['latency_ratio_vs_fp32']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+                     if r.get("latency_ratio_vs_fp32") is not None and ci else "—")
             rows.append([s, f"{r['size_bytes'] / 2**20:.2f}", _pct(r["agreement_with_fp32"]),
-                         _num(r.get("latency_b1_p50_ms")), verdict(s, r)])
-    doc.table(["scheme", "weights MB", f"agreement with fp32 % ({m['check_rows']} dev rows)", "batch-1 p50 ms", ""],
-              rows)
+                         _num(r.get("latency_b1_p50_ms")), ratio, verdict(s, r)])
+    doc.table(["scheme", "weights MB", f"agreement with fp32 % ({m['check_rows']} dev rows)", "batch-1 p50 ms",
+               "latency ÷ fp32 [95% CI], paired", ""], rows)
