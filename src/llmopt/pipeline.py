@@ -48,6 +48,7 @@ def run_recipe(
         if created and not any((run_dir / "stages").glob("*/DONE")):
             shutil.rmtree(run_dir, ignore_errors=True)
             _remove_if_empty(run_dir.parent)
+            log(f"removed {run_dir}: no stage had finished")  # it was announced above; say it is gone
         raise
     return run_dir
 
