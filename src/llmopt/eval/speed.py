@@ -162,28 +162,24 @@ def compare_latency(
     parent_s: list[float] = []
     child_blocks: list[float] = []
     parent_blocks: list[float] = []
-    k = 0
     with _torch_threads(threads):
         for i in range(warmup):
             t = [texts[i % len(texts)]]
             child(t)
             parent(t)
         for j in range(pairs):
+            inputs = [[texts[(j * block + i) % len(texts)]] for i in range(block)]  # the same for both sides
             order = ((child, child_s, child_blocks), (parent, parent_s, parent_blocks))
             for fn, out, medians in order if j % 2 == 0 else order[::-1]:
                 time.sleep(settle_s)
-                fn([texts[k % len(texts)]])  # not counted: the other runtime's threads may still spin
+                fn(inputs[0])  # not counted: the other runtime's threads may still spin
                 times = []
-                for _ in range(block):
-                    t = [texts[k % len(texts)]]
+                for t in inputs:
                     t0 = time.perf_counter()
                     fn(t)
                     times.append(time.perf_counter() - t0)
-                    k += 1
-                k -= block  # both sides see the same texts in each block pair
                 out.extend(times)
                 medians.append(float(np.median(times)))
-            k += block
     c_ms, p_ms = np.array(child_s) * 1000, np.array(parent_s) * 1000
     ratio, ci = bootstrap_ratio_ci(np.array(child_blocks), np.array(parent_blocks), paired=True,
                                    resamples=resamples, seed=seed)

@@ -70,7 +70,7 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
 
     import gc
 
-    from llmopt.compression.gate import MARGIN, export_ort_int8_reference, gate_parents, speed_gate
+    from llmopt.compression.gate import MARGIN, annotate_gates, export_ort_int8_reference, gate_parents, speed_gate
     from llmopt.compression.onnx_export import check_onnx_dir, is_onnx_dir
     from llmopt.data.artifact import load_data_artifact
     from llmopt.eval.baselines import MajorityBaseline, TfidfBaseline
@@ -180,8 +180,8 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
 
     # compressed models against their nearest evaluated ancestor; ONNX Runtime models also against the
     # reference's ONNX Runtime int8 export
-    for child, parent in gate_parents(model_refs, ctx.stage_dirs).items():
-        entries[child]["gate"] = speed_gate(entries[child], entries[parent], parent, timing=paired(child, parent))
+    timings = {child: paired(child, parent) for child, parent in gate_parents(model_refs, ctx.stage_dirs).items()}
+    annotate_gates(entries, model_refs, ctx.stage_dirs, timings)
     if ort_ref is not None:
         for name in model_names:
             if entries[name]["runtime"].startswith("onnxruntime"):
@@ -201,9 +201,9 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
             "reference": reference,
             "threads": threads,
             "timing": "end to end (tokenization + forward), batch 1 over real test sentences after warm-up",
-            "gate_timing": (f"paired: model and its parent alive at once, timed interleaved in ABBA order on the "
-                            f"same batch-1 inputs ({cfg.latency_runs} pairs); faster = the 95% bootstrap interval "
-                            f"of the median latency ratio lies below {1 - MARGIN:.2f}"),
+            "gate_timing": (f"paired: model and its parent alive at once, timed in alternating (ABBA) blocks of calls "
+                            f"on the same batch-1 inputs ({cfg.latency_runs} runs each); faster = the 95% bootstrap "
+                            f"interval of the median latency ratio lies below {1 - MARGIN:.2f}"),
             "ort_int8_baseline": ort_ref,
             "models": entries,
         }
