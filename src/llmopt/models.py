@@ -15,7 +15,6 @@ BUILTIN_MODELS = ("minilm",)
 PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pt", "pytorch_model.bin.index.json")
 INFERENCE_FILE = "llmopt_inference.json"  # the max_length and truncation a trained model expects
 DEFAULT_MAX_LENGTH = 128  # for a model without that file
-TRUNCATIONS = ("right", "head_tail")
 
 
 def builtin_model_path(name: str) -> Path:
@@ -136,6 +135,8 @@ def read_inference_settings(folder: Path) -> dict[str, Any]:
     if not p.is_file():
         return {}
     import json
+
+    from llmopt.training.config import TRUNCATIONS
 
     try:
         got = json.loads(p.read_text(encoding="utf-8"))

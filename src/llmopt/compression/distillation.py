@@ -72,11 +72,10 @@ def teacher_logits(folder: Path, texts: list[str], *, max_length: int | str, tru
     import torch
 
     from llmopt.models import load_classifier, load_tokenizer
-    from llmopt.training.tokenize import encode, model_limit, resolve_max_length, token_lengths
+    from llmopt.training.tokenize import encode, max_length_for
 
     tok, model = load_tokenizer(folder), load_classifier(folder, allow_pickle=allow_pickle).eval()
-    limit = model_limit(tok, model.config)
-    max_length = resolve_max_length(max_length, token_lengths(tok, texts) if max_length == "auto" else None, limit)
+    max_length = max_length_for(max_length, tok, texts, model.config)
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     with torch.inference_mode():

@@ -68,11 +68,9 @@ def run(cfg: PruneConfig, ctx: StageContext) -> StageResult:
     dev_texts, dev_y = [r["text"] for r in data.dev], data.ids(data.dev)
     rng = np.random.default_rng(ctx.seed)
     sample = rng.permutation(len(texts))[: cfg.importance_rows]
-    from llmopt.training.tokenize import model_limit, resolve_max_length, token_lengths
+    from llmopt.training.tokenize import max_length_for
 
-    auto = train_cfg.max_length == "auto"
-    max_length = resolve_max_length(train_cfg.max_length, token_lengths(tok, texts) if auto else None,
-                                    model_limit(tok, model.config))  # for importance scoring
+    max_length = max_length_for(train_cfg.max_length, tok, texts, model.config)  # for importance scoring
     m: dict = {"parent": model_ref_str(cfg.model), "params_before": params_before, "config_before": _shape(model.config)}
 
     if cfg.keep_layers or cfg.ffn_keep:

@@ -105,20 +105,16 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
     from llmopt.eval.predictors import HFClassifier, OrtClassifier
     from llmopt.eval.speed import compare_latency
     from llmopt.fsutil import atomic_replace_dir, atomic_write_json, read_json
-    from llmopt.models import weights_size_bytes
+    from llmopt.models import load_tokenizer, read_inference_settings, weights_size_bytes
+    from llmopt.training.config import with_model_settings
+    from llmopt.training.tokenize import max_length_for
 
     t0 = time.perf_counter()
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
     t_dir = ctx.model_dir(cfg.teacher)
-    from llmopt.models import load_tokenizer, read_inference_settings
-    from llmopt.training.config import with_model_settings
-    from llmopt.training.tokenize import model_limit, resolve_max_length, token_lengths
-
-    t_tok = load_tokenizer(t_dir)
     train_cfg = with_model_settings(cfg.train, read_inference_settings(t_dir))  # unset: as the teacher was trained
-    auto, truncation = train_cfg.max_length == "auto", train_cfg.truncation
-    max_length = resolve_max_length(train_cfg.max_length, token_lengths(t_tok, data.texts("train")) if auto else None,
-                                    model_limit(t_tok))
+    truncation = train_cfg.truncation
+    max_length = max_length_for(train_cfg.max_length, load_tokenizer(t_dir), data.texts("train"))
     dev_texts, dev_y = [r["text"] for r in data.dev], np.array(data.ids(data.dev))
     cand_dir, struct_dir = ctx.stage_dir / "candidates", ctx.stage_dir / "structures"
 
@@ -199,7 +195,8 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
 
     chosen, why = S.choose(done, min_acc, cfg.objective)
     metrics: dict[str, Any] = {
-        "parent": model_ref_str(cfg.teacher), "max_length": max_length, "truncation": truncation, "teacher_dev": S.summary(teacher), "min_dev_accuracy": min_acc,
+        "parent": model_ref_str(cfg.teacher), "max_length": max_length, "truncation": truncation,
+        "teacher_dev": S.summary(teacher), "min_dev_accuracy": min_acc,
         "max_drop": cfg.max_drop, "drop": cfg.drop, "objective": cfg.objective,
         "teacher_ort_int8_dev": S.summary(ort_ref) if ort_ref is not None else None,
         "candidates": {n: S.summary(c) | {k: c.get(k) for k in ("layers", "ffn_keep", "vocab_trim", "scheme",

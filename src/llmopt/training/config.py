@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
+
+Truncation = Literal["right", "head_tail"]
+TRUNCATIONS: tuple[str, ...] = get_args(Truncation)
 
 
 class TrainConfig(BaseModel):
@@ -25,7 +28,7 @@ class TrainConfig(BaseModel):
     metric_for_best: Literal["macro_f1", "accuracy", "loss"] = "macro_f1"
     max_length: int | Literal["auto"] = Field(
         128, description="tokens kept per text; auto: the 95th percentile of train lengths, within the model's limit")
-    truncation: Literal["right", "head_tail"] = Field(
+    truncation: Truncation = Field(
         "right", description="head_tail keeps the first quarter and the last three quarters of a long text's tokens")
     save_total_limit: int = Field(2, ge=1)
     group_by_length: bool = Field(True, description="batch texts of similar length (less padding)")

@@ -36,6 +36,12 @@ def resolve_max_length(setting: int | str, lengths: np.ndarray, limit: int) -> i
     return int(min(limit, max(8, 8 * math.ceil(p / 8))))
 
 
+def max_length_for(setting: int | str, tokenizer: Any, texts: list[str], model_config: Any = None) -> int:
+    """The token budget a setting means for these texts (they are tokenized only for `auto`)."""
+    lengths = token_lengths(tokenizer, texts) if setting == "auto" else None
+    return resolve_max_length(setting, lengths, model_limit(tokenizer, model_config))
+
+
 def coverage(lengths: np.ndarray, max_length: int) -> dict[str, float | int]:
     """How much of each text `max_length` keeps: share of texts kept whole, mean share of tokens kept."""
     if len(lengths) == 0:
