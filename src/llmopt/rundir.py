@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from llmopt.errors import RunDirError
-from llmopt.fsutil import atomic_write_json, atomic_write_text, read_json, sha256_file
+from llmopt.fsutil import atomic_write_json, atomic_write_text, read_json
+from llmopt.integrity import content_hash
 
 PACKAGES = (
     "llmopt", "torch", "transformers", "tokenizers", "datasets", "accelerate", "safetensors",
@@ -104,7 +105,7 @@ def write_manifest(run_dir: Path, seed: int, data_files: list[Path], command: li
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": package_versions(),
-        "data_files": {str(p): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in data_files if p.is_file()},
+        "data_files": {str(p): {"sha256": content_hash(p), "bytes": p.stat().st_size} for p in data_files if p.is_file()},
     }
     atomic_write_json(path, manifest)
 

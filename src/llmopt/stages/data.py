@@ -10,7 +10,8 @@ from pydantic import Field, model_validator
 
 from llmopt.data.readers import Example, read_disk_splits, read_examples, read_rotten_tomatoes
 from llmopt.data.splits import check_splits, stratified_split, stratified_subsample
-from llmopt.fsutil import atomic_write_json, atomic_write_jsonl, sha256_file
+from llmopt.fsutil import atomic_write_json, atomic_write_jsonl
+from llmopt.integrity import content_hash
 from llmopt.stages.base import BuiltinModel, InputFile, ModelRef, StageConfig, StageContext, StageResult, Strict
 
 SPLITS = ("train", "dev", "test")
@@ -118,7 +119,7 @@ def run(cfg: DataConfig, ctx: StageContext) -> StageResult:
         "labels": labels,
         "rows": {s: len(splits[s]) for s in SPLITS},
         "label_counts": {s: dict(sorted(Counter(ex.label for ex in splits[s]).items())) for s in SPLITS},
-        "input_files": {p: sha256_file(Path(p)) for p in cfg.inputs().files if Path(p).is_file()},
+        "input_files": {p: content_hash(Path(p)) for p in cfg.inputs().files if Path(p).is_file()},
     }
     if cfg.length_tokenizer is not None:
         metrics["lengths"] = length_stats(splits, ctx.model_dir(cfg.length_tokenizer))
