@@ -38,6 +38,32 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def write_tiny_quantize_recipe(path: Path, data: Path, model: Path, *, epochs: int = 1, check_rows: int = 200) -> Path:
+    """data → finetune (tiny) → quantize → evaluate both → report: the smallest run that has every report part."""
+    path.write_text(f"""\
+version: 1
+name: tiny
+seed: 3
+threads: 1
+stages:
+  - {{id: data, type: data, source: {{path: {data}}}}}
+  - id: finetune
+    type: finetune
+    model: {model}
+    train: {{epochs: {epochs}, batch_size: 16, learning_rate: 1.0e-3, max_length: 32, logging_steps: 1}}
+  - {{id: quantize, type: quantize, model: finetune, max_length: 32, check_rows: {check_rows}}}
+  - id: evaluate
+    type: evaluate
+    models: [finetune, quantize]
+    latency_runs: 10
+    warmup: 2
+    throughput_batches: 2
+    max_length: 32
+  - {{id: report, type: report}}
+""")
+    return path
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
     from llmopt.models import builtin_model_path

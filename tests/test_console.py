@@ -11,34 +11,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from llmopt import console
+from tests.conftest import write_tiny_quantize_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _recipe(tmp_path: Path, data: Path, model: Path) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(f"""\
-version: 1
-name: tiny
-seed: 3
-threads: 1
-stages:
-  - {{id: data, type: data, source: {{path: {data}}}}}
-  - id: finetune
-    type: finetune
-    model: {model}
-    train: {{epochs: 2, batch_size: 16, learning_rate: 1.0e-3, max_length: 32, logging_steps: 1}}
-  - {{id: quantize, type: quantize, model: finetune, max_length: 32}}
-  - id: evaluate
-    type: evaluate
-    models: [finetune, quantize]
-    latency_runs: 10
-    warmup: 2
-    throughput_batches: 2
-    max_length: 32
-  - {{id: report, type: report}}
-""")
-    return path
+    return write_tiny_quantize_recipe(tmp_path / "tiny.yaml", data, model, epochs=2)
 
 
 def test_run_console_is_quiet_and_library_output_goes_to_run_log(tmp_path, tiny_bert, tiny_data):

@@ -7,32 +7,12 @@ from pathlib import Path
 
 from llmopt.pipeline import run_recipe
 from llmopt.report.answer import recommend
+from tests.conftest import write_tiny_quantize_recipe
 from tests.report.test_render import MAX_COLUMNS, table_widths
 
 
 def test_report_of_a_tiny_run_opens_with_the_recommendation(tmp_path: Path, tiny_bert: Path, tiny_data: Path):
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(f"""\
-version: 1
-name: tiny
-seed: 3
-threads: 1
-stages:
-  - {{id: data, type: data, source: {{path: {tiny_data}}}}}
-  - id: finetune
-    type: finetune
-    model: {tiny_bert}
-    train: {{epochs: 1, batch_size: 16, learning_rate: 1.0e-3, max_length: 32, logging_steps: 1}}
-  - {{id: quantize, type: quantize, model: finetune, max_length: 32, check_rows: 10}}
-  - id: evaluate
-    type: evaluate
-    models: [finetune, quantize]
-    latency_runs: 10
-    warmup: 2
-    throughput_batches: 2
-    max_length: 32
-  - {{id: report, type: report}}
-""")
+    recipe = write_tiny_quantize_recipe(tmp_path / "tiny.yaml", tiny_data, tiny_bert, check_rows=10)
     run_dir = run_recipe(recipe, runs_root=tmp_path / "runs")
     ev = json.loads(next((run_dir / "stages").glob("*-evaluate/metrics.json")).read_text())
     rec = recommend(ev)
