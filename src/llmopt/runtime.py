@@ -34,3 +34,13 @@ def offline_env() -> None:
         os.environ.setdefault(key, "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """torchao warns at import about its CUDA-only kernels on a CPU machine, and torch about torchao's enum
+    registration: neither is actionable for a user, so only their errors are shown."""
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)

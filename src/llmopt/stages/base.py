@@ -30,7 +30,7 @@ class Input:
 
 
 class BuiltinModel(Strict):
-    builtin: Literal["minilm"]
+    builtin: Literal["minilm", "smollm2-135m"]
 
 
 StageRef = Annotated[str, Input("stage")]

@@ -60,6 +60,26 @@ def make_tiny_bert(out: Path, tokenizer_from: Path) -> Path:
     return out
 
 
+def make_tiny_llama(out: Path, hidden: int = 32, layers: int = 2) -> Path:
+    """A 2-layer, 32-wide Llama (random weights, tied embeddings) with the bundled SmolLM2 tokenizer (read from
+    its GGUF: ChatML template, BOS/EOS), saved as a causal-LM model folder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from llmopt.llm import smollm2_gguf
+
+    gguf = smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
+
+
 def model_cases(root: Path, tiny_model: Path) -> list[Case]:
     """A model folder without tokenizer files, and one that does not exist."""
     root = Path(root)
