@@ -1,25 +1,87 @@
-"""finetune stage: the one trainer (cross-entropy) on the data stage's splits, best dev checkpoint kept."""
+"""finetune stage: the one trainer on a classification data stage (an encoder with a new head), or a causal LM on
+plain text (task: causal_lm) or chat examples (task: sft), full or LoRA; the best dev checkpoint is kept."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from llmopt.stages.base import BuiltinModel, ModelRef, StageConfig, StageContext, StageRef, StageResult
-from llmopt.training.config import TrainConfig
+from pydantic import Field, model_validator
+
+from llmopt.stages.base import BuiltinModel, InputFile, ModelRef, StageConfig, StageContext, StageRef, StageResult
+from llmopt.training.config import InstructionConfig, LoraConfig, TrainConfig
+
+LM_TASKS = ("causal_lm", "sft")
+# training defaults of the LM tasks, where the recipe leaves them unset
+LM_TRAIN_DEFAULTS = {"metric_for_best": "loss", "max_length": 512, "batch_size": 8, "eval_batch_size": 8}
+LR_LORA, LR_FULL = 2e-4, 5e-5
 
 
 class FinetuneConfig(StageConfig):
-    """Fine-tune a local encoder (folder, earlier stage id, or `builtin: minilm`) for classification."""
+    """Fine-tune a classifier (encoder + new head) or a causal LM (task: causal_lm / sft, full or LoRA).
+
+    LM tasks: model defaults to `builtin: smollm2-135m`; train defaults to learning_rate 2e-4 with LoRA and 5e-5
+    for a full fine-tune, metric_for_best loss (early stopping on held-out loss), max_length 512 (SFT examples),
+    batch_size 8.
+    """
 
     type: Literal["finetune"] = "finetune"
-    data: StageRef = "data"
+    task: Literal["classification", "causal_lm", "sft"] = "classification"
+    data: StageRef | None = Field("data", description="data stage; for LM tasks optional when `text` is given")
     model: ModelRef = BuiltinModel(builtin="minilm")
+    text: InputFile | None = Field(None, description="causal_lm: .txt (blank-line separated) or .jsonl {text}; "
+                                                     "sft: .jsonl {prompt, response} or {messages}")
+    dev_file: InputFile | None = Field(None, description="held-out examples, same format as `text`")
+    dev_fraction: float = Field(0.1, gt=0, lt=1, description="without dev_file: seeded share of `text` held out")
+    block_size: int = Field(512, ge=8, description="causal_lm: tokens per packed training block")
+    lora: LoraConfig | None = Field(None, description="LoRA adapters; null: full fine-tune")
+    merge: bool = Field(True, description="LoRA: write the merged model to artifacts/model (quantize and "
+                                          "evaluate need it); false writes artifacts/adapter only")
+    instruction: InstructionConfig | None = Field(None, description="sft from a data stage: the prompt template "
+                                                                    "and label words (default template if unset)")
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lm_defaults(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or raw.get("task") not in LM_TASKS:
+            return raw
+        raw = dict(raw)
+        raw.setdefault("model", {"builtin": "smollm2-135m"})
+        if "data" not in raw and raw.get("text") is not None:
+            raw["data"] = None
+        train = raw.get("train")
+        if train is None or isinstance(train, dict):
+            lr = LR_LORA if raw.get("lora") is not None else LR_FULL
+            raw["train"] = {"learning_rate": lr, **LM_TRAIN_DEFAULTS, **(train or {})}
+        return raw
+
+    @model_validator(mode="after")
+    def _fields_fit_the_task(self) -> "FinetuneConfig":
+        lm_only = [f for f in ("text", "dev_file", "lora", "instruction") if getattr(self, f) is not None]
+        if self.task == "classification":
+            if lm_only:
+                raise ValueError(f"{', '.join(lm_only)}: only for task causal_lm or sft (task is classification)")
+            if self.data is None:
+                raise ValueError("data: task classification needs a data stage")
+            return self
+        if (self.text is None) == (self.data is None):
+            raise ValueError(f"task {self.task}: give either text (a file) or data (a data stage id), not "
+                             + ("both" if self.text else "neither"))
+        if self.dev_file is not None and self.text is None:
+            raise ValueError("dev_file: only with text (a data stage brings its own dev split)")
+        if self.instruction is not None and (self.task != "sft" or self.data is None):
+            raise ValueError("instruction: only for task sft from a data stage")
+        if self.train.metric_for_best != "loss":
+            raise ValueError(f"train.metric_for_best: task {self.task} early-stops on held-out loss; set it to loss")
+        return self
 
 
 def run(cfg: FinetuneConfig, ctx: StageContext) -> StageResult:
-    """Train `cfg.model` with a new classification head on the data stage's train split, select on dev,
-    and save the best model (safetensors + tokenizer, id2label) to artifacts/model."""
+    """Classification: train `cfg.model` with a new head on the data stage's train split, select on dev, save the
+    best model to artifacts/model. causal_lm / sft: train the causal LM (full or LoRA) on packed text or chat
+    examples, early-stop on dev loss, save artifacts/model (merged) and, with LoRA, artifacts/adapter."""
+    if cfg.task in LM_TASKS:
+        return StageResult(_run_lm(cfg, ctx))
     from llmopt.data.artifact import load_data_artifact
     from llmopt.fsutil import atomic_write_jsonl
     from llmopt.models import display_path, load_classifier, load_tokenizer, save_model
@@ -57,11 +119,168 @@ def run(cfg: FinetuneConfig, ctx: StageContext) -> StageResult:
     })
 
 
+def _lm_examples(cfg: FinetuneConfig, ctx: StageContext, tok: Any, limit: int) -> dict[str, Any]:
+    """Train and dev examples of an LM task (tokenized), their sizes, and the instruction when sft reads labels."""
+    from pathlib import Path
+
+    from llmopt.data import sft
+    from llmopt.training import causal
+    from llmopt.training.tokenize import resolve_max_length
+
+    instruction = None
+    if cfg.data is not None:
+        from llmopt.data.artifact import load_data_artifact
+
+        data = load_data_artifact(ctx.artifacts_of(cfg.data))
+        if cfg.task == "causal_lm":
+            train, dev = data.texts("train"), data.texts("dev")
+        else:
+            ins = cfg.instruction or InstructionConfig()
+            instruction = {"template": ins.template, "label_words": sft.label_word_map(data.labels, ins.label_words)}
+
+            def chat(rows: list[dict]) -> list[list[dict]]:
+                return [sft.build_messages(r["text"], instruction)
+                        + [{"role": "assistant", "content": instruction["label_words"][r["label"]]}] for r in rows]
+
+            train, dev = chat(data.train), chat(data.dev)
+        where = f"data stage '{cfg.data}'"
+    else:
+        read = sft.read_documents if cfg.task == "causal_lm" else sft.read_sft
+        train = read(Path(cfg.text))
+        if cfg.dev_file is not None:
+            dev = read(Path(cfg.dev_file))
+        else:
+            train, dev = sft.hold_out(train, cfg.dev_fraction, ctx.seed)
+        where = str(cfg.text)
+    if not train or not dev:
+        from llmopt.errors import DataError
+
+        raise DataError(f"{where}: {'no train' if not train else 'no dev'} examples for finetune '{cfg.id}'.")
+    out: dict[str, Any] = {"instruction": instruction, "notes": [], "documents": (len(train), len(dev))}
+    if cfg.task == "causal_lm":
+        size = min(cfg.block_size, limit)
+        out["train"], out["dev"] = causal.pack_documents(tok, train, size), causal.pack_documents(tok, dev, size)
+        out["max_length"], out["truncated"] = size, 0
+    else:
+        max_length = cfg.train.max_length
+        if max_length == "auto":
+            full = causal.encode_sft(tok, train, 10**9, where)
+            max_length = resolve_max_length("auto", [len(e["input_ids"]) for e in full.examples], limit)
+        max_length = min(int(max_length), limit)
+        enc = causal.encode_sft(tok, train, max_length, where)
+        dev_enc = causal.encode_sft(tok, dev, max_length, f"{where} (dev)")
+        out["train"], out["dev"], out["max_length"] = enc.examples, dev_enc.examples, max_length
+        out["truncated"], out["notes"] = enc.truncated, enc.notes + dev_enc.notes
+    return out
+
+
+def _run_lm(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
+    import math
+    import os
+    import shutil
+
+    from llmopt import console
+    from llmopt.errors import ModelError
+    from llmopt.fsutil import atomic_replace_dir, atomic_write_jsonl
+    from llmopt.llm import is_causal_lm, load_causal_lm, load_chat_tokenizer
+    from llmopt.models import display_path
+    from llmopt.training import causal
+    from llmopt.training.checkpoints import last_good_checkpoint
+    from llmopt.training.tokenize import model_limit
+    from llmopt.training.trainer import train_causal_lm
+
+    base = ctx.model_dir(cfg.model)
+    if not is_causal_lm(base):
+        raise ModelError(f"finetune '{cfg.id}': model {display_path(base)} is not a causal LM (its config.json names "
+                         f"no *ForCausalLM architecture); task {cfg.task} needs one, e.g. model: {{builtin: smollm2-135m}}.")
+    tok = load_chat_tokenizer(base, need_chat_template=cfg.task == "sft")
+    model = load_causal_lm(base, allow_pickle=ctx.allow_pickle)
+    ex = _lm_examples(cfg, ctx, tok, model_limit(tok, model.config))
+    for note in ex["notes"]:
+        console.note(note)
+    if cfg.lora is not None:
+        model = causal.add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules,
+                                where=f"finetune '{cfg.id}': lora")
+    params = causal.trainable_parameters(model)
+    resume = last_good_checkpoint(ctx.stage_dir / "checkpoints")
+    out = train_causal_lm(model, tok, train_dataset=ex["train"], dev_dataset=ex["dev"], cfg=cfg.train, seed=ctx.seed,
+                          work_dir=ctx.stage_dir, resume_from=resume)
+    trained = out.model
+
+    def save(folder: str, write: Any) -> None:
+        tmp = ctx.out_dir / f".{folder}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        write(tmp)
+        atomic_replace_dir(tmp, ctx.out_dir / folder)
+
+    def save_model(tmp: Any) -> None:
+        model = causal.merge_lora(trained) if cfg.lora is not None else trained
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        if ex["instruction"] is not None:
+            from llmopt.data.sft import write_instruction
+
+            write_instruction(tmp, ex["instruction"]["template"], ex["instruction"]["label_words"])
+
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.lora is not None:
+        save("adapter", lambda tmp: trained.save_pretrained(str(tmp)))
+    if cfg.lora is None or cfg.merge:
+        save("model", save_model)
+    history = out.metrics["history"]
+    atomic_write_jsonl(ctx.out_dir / "log_history.jsonl", history)
+    train_counts, dev_counts = causal.token_counts(ex["train"]), causal.token_counts(ex["dev"])
+    per_epoch = math.ceil(len(ex["train"]) / (cfg.train.batch_size * cfg.train.gradient_accumulation_steps))
+    runtime = out.metrics.get("train_runtime_s") or 0
+    tokens_now = out.metrics["steps_trained_now"] / per_epoch * train_counts["tokens"]
+    return {
+        **out.metrics,
+        "task": cfg.task,
+        "base_model": display_path(base),
+        "n_train": len(ex["train"]),
+        "n_dev": len(ex["dev"]),
+        "train_documents": ex["documents"][0],  # texts or conversations, before packing
+        "dev_documents": ex["documents"][1],
+        "train_tokens": train_counts["tokens"],
+        "train_loss_tokens": train_counts["loss_tokens"],
+        "dev_tokens": dev_counts["tokens"],
+        "max_length": ex["max_length"],
+        "truncated": ex["truncated"],
+        **params,
+        "lora": cfg.lora.model_dump() if cfg.lora is not None else None,
+        "merged": cfg.lora is not None and cfg.merge,
+        "outputs": sorted(p.name for p in ctx.out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        "instruction": ex["instruction"],
+        "train_tokens_per_s": tokens_now / runtime if runtime > 0 else None,
+        "resumed_from": str(resume) if resume else None,
+    }
+
+
 def section(sid: str, m: dict, doc: Any) -> None:
-    """What was trained, for how long, the best dev scores and the training curve."""
-    from llmopt.report.render import _pct, short_path, training_section
+    """What was trained, for how long, the best dev scores (LM tasks: dev loss and perplexity) and the curve."""
+    from llmopt.report.render import _num, _pct, short_path, training_section
 
     doc.h(2, f"Fine-tuning ({sid})")
-    doc.p(f"Base model: {short_path(m['base_model'])}. {m['n_train']:,} train / {m['n_dev']:,} dev rows. "
-          f"Best dev checkpoint: macro-F1 {_pct(m['dev_macro_f1'])}%, accuracy {_pct(m['dev_accuracy'])}%.")
+    if m.get("task", "classification") == "classification":
+        doc.p(f"Base model: {short_path(m['base_model'])}. {m['n_train']:,} train / {m['n_dev']:,} dev rows. "
+              f"Best dev checkpoint: macro-F1 {_pct(m['dev_macro_f1'])}%, accuracy {_pct(m['dev_accuracy'])}%.")
+        training_section(sid, m, doc)
+        return
+    how = "full fine-tune" if not m.get("lora") else (
+        f"LoRA r {m['lora']['r']}, alpha {m['lora']['alpha']:g}, dropout {m['lora']['dropout']:g} on "
+        f"{', '.join(m['lora']['target_modules'])}")
+    unit = "blocks" if m["task"] == "causal_lm" else "examples"
+    doc.p(f"Task {m['task']} on {short_path(m['base_model'])} ({how}): {m['trainable_params']:,} of "
+          f"{m['total_params']:,} parameters trained ({_pct(m['trainable_share'])}%). {m['n_train']:,} train / "
+          f"{m['n_dev']:,} dev {unit}, {m['train_tokens']:,} / {m['dev_tokens']:,} tokens "
+          f"({m['train_loss_tokens']:,} train tokens under the loss); {_num(m.get('train_tokens_per_s'), '{:.0f}')} "
+          "train tokens/s.")
+    doc.p(f"Dev loss {_num(m.get('dev_loss_before'), '{:.3f}')} → {_num(m.get('dev_loss'), '{:.3f}')} at the best "
+          f"checkpoint (perplexity {_num(m.get('dev_perplexity_before'))} → {_num(m.get('dev_perplexity'))}). "
+          + ("Output: the merged model and its adapter." if m.get("merged") else
+             "Output: the adapter only (merge: false); quantize and evaluate need merge: true."
+             if m.get("lora") else "Output: the fine-tuned model."))
+    if m.get("truncated"):
+        doc.p(f"{m['truncated']:,} SFT examples were longer than max_length {m['max_length']} and lost prompt "
+              "tokens from the left.")
     training_section(sid, m, doc)

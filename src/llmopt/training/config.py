@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Truncation = Literal["right", "head_tail"]
 TRUNCATIONS: tuple[str, ...] = get_args(Truncation)
@@ -49,3 +49,38 @@ def with_model_settings(cfg: TrainConfig, settings: dict) -> TrainConfig:
     settings (`llmopt.models.read_inference_settings`), so a student or a pruned model sees texts as its parent did."""
     update = {k: settings[k] for k in ("max_length", "truncation") if k in settings and k not in cfg.model_fields_set}
     return cfg.model_copy(update=update) if update else cfg
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj")
+
+
+class LoraConfig(BaseModel):
+    """LoRA adapters (peft) on the named Linear modules; the base weights stay frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    r: int = Field(8, ge=1, description="rank of each adapter")
+    alpha: float = Field(16, gt=0, description="scaling: the update is (alpha / r)·B·A")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(list(LORA_TARGETS), min_length=1,
+                                      description="last names of the Linear modules to adapt (Llama: q/k/v/o_proj, "
+                                                  "up/down/gate_proj)")
+
+
+class InstructionConfig(BaseModel):
+    """Classification as instruction: each labelled row becomes a user turn from `template`, answered by its label word."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    template: str = Field(
+        "Classify the sentiment of this review. Answer with one word: {labels}.\n\nReview: {text}",
+        description="str.format template with {text} (the row) and optionally {labels} (the answer words, 'a, b')")
+    label_words: dict[str, str] = Field({}, description="label → the word the model answers with (default: the label)")
+
+    @field_validator("template")
+    @classmethod
+    def _known_fields(cls, v: str) -> str:
+        from llmopt.data.sft import template_fields
+
+        template_fields(v)  # ValueError naming an unknown {field}
+        return v

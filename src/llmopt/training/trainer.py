@@ -46,7 +46,9 @@ def _compute_metrics(k: int):
     return fn
 
 
-def _training_args(cfg: TrainConfig, *, output_dir: Path, seed: int, keep_best: bool, report_tb: bool) -> Any:
+def _training_args(cfg: TrainConfig, *, output_dir: Path, seed: int, keep_best: bool, report_tb: bool,
+                   metric: str | None = None) -> Any:
+    """TrainingArguments from the training block; `metric` overrides metric_for_best (LM tasks: loss)."""
     import torch
     from transformers import TrainingArguments
 
@@ -66,8 +68,8 @@ def _training_args(cfg: TrainConfig, *, output_dir: Path, seed: int, keep_best: 
         logging_strategy="steps",
         logging_steps=cfg.logging_steps,
         load_best_model_at_end=keep_best,
-        metric_for_best_model=cfg.metric_for_best,
-        greater_is_better=cfg.metric_for_best != "loss",
+        metric_for_best_model=metric or cfg.metric_for_best,
+        greater_is_better=(metric or cfg.metric_for_best) != "loss",
         save_total_limit=cfg.save_total_limit,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         seed=seed,
@@ -151,6 +153,71 @@ def resumed_step(checkpoint: Path | None) -> int:
     return int(Path(checkpoint).name.rsplit("-", 1)[-1])
 
 
+def _run_trainer(
+    trainer_cls: type,
+    model: Any,
+    tokenizer: Any,
+    *,
+    train_dataset: Any,
+    eval_dataset: Any,
+    collator: Any,
+    cfg: TrainConfig,
+    seed: int,
+    work_dir: Path,
+    resume_from: Path | None,
+    callbacks: list | None,
+    keep_best: bool,
+    metric: str | None = None,
+    compute_metrics: Any = None,
+    before_train: Any = None,
+    **trainer_kw: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """The shared core of every training: TrainingArguments from `cfg`, the JSONL log / checksum / progress
+    callbacks, early stopping, resume from a checkpoint; returns the trainer and the metrics every stage reports."""
+    from transformers import EarlyStoppingCallback
+    from transformers.trainer_callback import PrinterCallback
+
+    from llmopt.training.callbacks import ChecksumOnSave, JsonlLogger, progress_callback
+
+    work_dir = Path(work_dir)
+    report_tb = importlib.util.find_spec("tensorboard") is not None
+    if report_tb:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(work_dir / "tensorboard")
+    cbs: list[Any] = [JsonlLogger(work_dir / "train_log.jsonl"), ChecksumOnSave(), *progress_callback(),
+                      *(callbacks or [])]
+    if cfg.early_stopping_patience and keep_best:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = trainer_cls(
+        model=model,
+        args=_training_args(cfg, output_dir=work_dir / "checkpoints", seed=seed, keep_best=keep_best,
+                            report_tb=report_tb, metric=metric),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=compute_metrics,
+        callbacks=cbs,
+        **trainer_kw,
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints raw metric dicts; the console shows a live line instead
+    if before_train is not None:
+        before_train(trainer)
+    out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    start = resumed_step(resume_from)
+    history = trainer.state.log_history
+    return trainer, {
+        "global_steps": trainer.state.global_step,
+        "resumed_at_step": start,
+        "steps_trained_now": trainer.state.global_step - start,
+        "epochs_run": max((h.get("epoch") or 0 for h in history), default=0),
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_metric": trainer.state.best_metric,
+        "train_runtime_s": out.metrics.get("train_runtime"),
+        "train_samples_per_second": out.metrics.get("train_samples_per_second"),
+        "history": history,
+    }
+
+
 def train_classifier(
     model: Any,
     tokenizer: Any,
@@ -175,58 +242,85 @@ def train_classifier(
     checkpoints are less sparse). Checkpoints go to work_dir/checkpoints with checksums; the log history
     streams to work_dir/train_log.jsonl.
     """
-    from transformers import EarlyStoppingCallback
-
-    from llmopt.training.callbacks import ChecksumOnSave, JsonlLogger, progress_callback
     from llmopt import console
     from llmopt.training.tokenize import coverage, cut_warning, model_limit, resolve_max_length, token_lengths
 
-    work_dir = Path(work_dir)
     texts, labels = train
     train_len = token_lengths(tokenizer, texts)
     max_length = resolve_max_length(cfg.max_length, train_len, model_limit(tokenizer, getattr(model, "config", None)))
     train_coverage = coverage(train_len, max_length)
     if warning := cut_warning(train_coverage, cfg.max_length, cfg.truncation):
         console.note(warning)
-    report_tb = importlib.util.find_spec("tensorboard") is not None
-    if report_tb:
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(work_dir / "tensorboard")
-    cbs: list[Any] = [JsonlLogger(work_dir / "train_log.jsonl"), ChecksumOnSave(), *progress_callback(),
-                      *(callbacks or [])]
-    if cfg.early_stopping_patience and keep_best:
-        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     kd = kd if teacher_logits is not None and kd is not None else KDConfig(alpha=0.0)
-    trainer = _trainer_class()(
-        model=model,
-        args=_training_args(cfg, output_dir=work_dir / "checkpoints", seed=seed, keep_best=keep_best,
-                            report_tb=report_tb),
+    trainer, metrics = _run_trainer(
+        _trainer_class(), model, tokenizer,
         train_dataset=_dataset(tokenizer, texts, labels, max_length, cfg.truncation, teacher_logits),
         eval_dataset=_dataset(tokenizer, *dev, max_length, cfg.truncation),
-        processing_class=tokenizer,
-        data_collator=_Collator(tokenizer),
-        compute_metrics=_compute_metrics(num_labels),
-        callbacks=cbs,
-        kd=kd,
-        hidden=hidden,
+        collator=_Collator(tokenizer), cfg=cfg, seed=seed, work_dir=work_dir, resume_from=resume_from,
+        callbacks=callbacks, keep_best=keep_best, compute_metrics=_compute_metrics(num_labels), kd=kd, hidden=hidden,
     )
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # it prints raw metric dicts; the console shows a live line instead
-    out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    start = resumed_step(resume_from)
-    history = trainer.state.log_history
+    history = metrics.pop("history")
     return TrainOutcome(trainer, {
         "max_length": max_length,
         "truncation": cfg.truncation,
         "train_coverage": train_coverage,
-        "global_steps": trainer.state.global_step,
-        "resumed_at_step": start,
-        "steps_trained_now": trainer.state.global_step - start,
-        "epochs_run": max((h.get("epoch") or 0 for h in history), default=0),
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "best_metric": trainer.state.best_metric,
-        "train_runtime_s": out.metrics.get("train_runtime"),
-        "train_samples_per_second": out.metrics.get("train_samples_per_second"),
+        **metrics,
         "kd": kd.model_dump() if teacher_logits is not None else None,
         "history": history,
+    })
+
+
+def train_causal_lm(
+    model: Any,
+    tokenizer: Any,
+    *,
+    train_dataset: list[dict],
+    dev_dataset: list[dict],
+    cfg: TrainConfig,
+    seed: int,
+    work_dir: Path,
+    resume_from: Path | None = None,
+    callbacks: list | None = None,
+) -> TrainOutcome:
+    """Train a causal LM (full or peft-wrapped) on tokenized examples (input_ids/attention_mask/labels, -100 =
+    no loss), evaluate on dev each epoch, early-stop and keep the checkpoint with the lowest dev loss.
+
+    The metrics add `dev_loss_before` (dev loss of the starting model, measured once and kept in
+    work_dir/initial_eval.json so a resumed run reports the same), `dev_loss`, `dev_perplexity` = exp(dev_loss)
+    of the best checkpoint (the Trainer's eval loss: the mean over eval batches of their token-mean loss).
+    """
+    import math
+
+    from datasets import Dataset
+    from transformers import Trainer
+
+    from llmopt.fsutil import atomic_write_json, read_json
+    from llmopt.training.causal import CausalCollator
+
+    work_dir = Path(work_dir)
+    initial = work_dir / "initial_eval.json"
+
+    def before(trainer: Any) -> None:
+        if not initial.is_file():
+            atomic_write_json(initial, {"dev_loss": float(trainer.evaluate()["eval_loss"])})
+
+    cols = ("input_ids", "attention_mask", "labels")
+    trainer, metrics = _run_trainer(
+        Trainer, model, tokenizer,
+        train_dataset=Dataset.from_dict({c: [e[c] for e in train_dataset] for c in cols}),
+        eval_dataset=Dataset.from_dict({c: [e[c] for e in dev_dataset] for c in cols}),
+        collator=CausalCollator(tokenizer.pad_token_id), cfg=cfg, seed=seed, work_dir=work_dir,
+        resume_from=resume_from, callbacks=callbacks, keep_best=True, metric="loss", before_train=before,
+    )
+    evals = [h for h in metrics["history"] if "eval_loss" in h]
+    best = next((h for h in evals if h.get("step") == trainer.state.best_global_step), evals[-1] if evals else {})
+    dev_loss = best.get("eval_loss")
+    before_loss = read_json(initial)["dev_loss"] if initial.is_file() else None
+    return TrainOutcome(trainer, {
+        **metrics,
+        "dev_loss_before": before_loss,
+        "dev_perplexity_before": math.exp(before_loss) if before_loss is not None and before_loss < 50 else None,
+        "dev_loss": dev_loss,
+        "dev_perplexity": math.exp(dev_loss) if dev_loss is not None and dev_loss < 50 else None,
+        "best_step": trainer.state.best_global_step,
     })
