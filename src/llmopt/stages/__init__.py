@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llmopt.stages import data, distill, evaluate, finetune, prune, quantize, report, search
+from llmopt.stages import augment, compare, curate, data, distill, evaluate, finetune, prune, quantize, report, search
 from llmopt.stages.base import StageConfig, StageContext, StageResult
 
 
@@ -24,7 +24,10 @@ class Stage:
 
 STAGES: dict[str, Stage] = {
     "data": Stage(data.DataConfig, data.run, data.section),
+    "curate": Stage(curate.CurateConfig, curate.run, curate.section),
     "finetune": Stage(finetune.FinetuneConfig, finetune.run, finetune.section),
+    "augment": Stage(augment.AugmentConfig, augment.run, augment.section),
+    "compare": Stage(compare.CompareConfig, compare.run, compare.section),
     "distill": Stage(distill.DistillConfig, distill.run, distill.section),
     "prune": Stage(prune.PruneConfig, prune.run, prune.section),
     "quantize": Stage(quantize.QuantizeConfig, quantize.run, quantize.section),
