@@ -55,12 +55,18 @@ def test_distill_stage_saves_a_reloadable_student(tmp_path, tiny_teacher, data_s
     from llmopt.eval.predictors import HFClassifier, predict_all
     from llmopt.stages.distill import DistillConfig, run
 
-    ctx = make_ctx(tmp_path, "01-distill", {"data": data_stage})
-    m = run(DistillConfig(id="distill", teacher=str(tiny_teacher), layers=[0], augment_copies=1,
+    from llmopt.stages.augment import AugmentConfig, run as augment
+
+    actx = make_ctx(tmp_path, "01-augment", {"data": data_stage})
+    aug = augment(AugmentConfig(id="augment", ops=["swap", "delete"]), actx).metrics
+    ctx = make_ctx(tmp_path, "02-distill", {"data": data_stage, "augment": actx.stage_dir})
+    m = run(DistillConfig(id="distill", teacher=str(tiny_teacher), layers=[0], transfer="augment",
                           hidden_loss_weight=1.0, **QUICK), ctx).metrics
     folder = ctx.out_dir / "model"
     assert AutoModelForSequenceClassification.from_pretrained(str(folder)).config.num_hidden_layers == 1
-    assert m["transfer_rows"] == 96 and m["unlabelled_rows"] == 48 and m["global_steps"] == 4
+    assert 48 < aug["transfer_rows"] <= 96  # swap and delete variants of 48 rows, minus unchanged/duplicates
+    assert m["transfer_rows"] == 48 + aug["transfer_rows"] and m["unlabelled_rows"] == aug["transfer_rows"]
+    assert m["global_steps"] == 4 and m["transfer_stage"] == "augment"
     assert list((ctx.stage_dir / "cache").glob("teacher_logits-*.npy"))  # computed once, cached
     dev = load_data_artifact(data_stage / "artifacts").dev
     pred = predict_all(HFClassifier(folder, 32), [r["text"] for r in dev]).argmax(1)

@@ -92,13 +92,17 @@ def teacher_logits(folder: Path, texts: list[str], *, max_length: int | str, tru
     return out
 
 
-def word_dropout_swap(text: str, rng: Any) -> str:
-    """Drop ~10% of words and swap one neighbouring pair: a cheap, label-agnostic variant for the teacher to label."""
-    words = [w for w in text.split() if rng.random() > 0.1] or text.split()
-    if len(words) > 2:
-        i = rng.randrange(len(words) - 1)
-        words[i], words[i + 1] = words[i + 1], words[i]
-    return " ".join(words)
+def read_transfer_set(folder: Path, stage: str, source: str) -> list[str]:
+    """The texts of an augment stage's transfer set (artifacts/transfer.jsonl): the teacher labels them."""
+    from llmopt.fsutil import read_jsonl
+
+    path = Path(folder) / "transfer.jsonl"
+    if not path.is_file():
+        from llmopt.errors import RecipeError
+
+        raise RecipeError(f"distill '{stage}': transfer: '{source}' has no transfer.jsonl ({path}); name an augment "
+                          "stage there.")
+    return [r["text"] for r in read_jsonl(path)]
 
 
 def read_transfer_texts(path: Path) -> list[str]:

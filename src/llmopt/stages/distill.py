@@ -33,7 +33,8 @@ class DistillConfig(StageConfig):
     student_model: ModelRef | None = Field(None, description="another model as student (its own tokenizer)")
     hidden_loss_weight: float = Field(0.0, ge=0, description="MSE on mapped hidden states (teacher-layer students)")
     extra_texts: list[InputFile] = Field([], description="JSONL (text) or .txt files of unlabelled transfer text")
-    augment_copies: int = Field(0, ge=0, description="word-dropout/swap copies of each train text, teacher-labelled")
+    transfer: StageRef | None = Field(None, description="an augment stage: its variants join the transfer set, "
+                                      "teacher-labelled")
     kd: KDConfig = KDConfig()
     train: TrainConfig = TrainConfig(learning_rate=1e-4)
 
@@ -49,11 +50,10 @@ class DistillConfig(StageConfig):
 def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     """Build the student, label the transfer set with the teacher once (cached), train the student with the KD
     loss, and save it to artifacts/model."""
-    import random
     from pathlib import Path
 
     from llmopt.compression.distillation import (
-        evenly_spaced, read_transfer_texts, small_student, student_from_teacher, teacher_logits, word_dropout_swap,
+        evenly_spaced, read_transfer_set, read_transfer_texts, small_student, student_from_teacher, teacher_logits,
     )
     from llmopt.data.artifact import load_data_artifact
     from llmopt.errors import ModelError, RecipeError
@@ -83,10 +83,10 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
         layers = cfg.layers or evenly_spaced(teacher.config.num_hidden_layers, cfg.num_layers)
         student = student_from_teacher(teacher, layers)
 
-    rng = random.Random(ctx.seed)
     texts, labels = data.texts("train"), data.ids(data.train)
     extra = [t for p in cfg.extra_texts for t in read_transfer_texts(Path(p))]
-    extra += [word_dropout_swap(t, rng) for _ in range(cfg.augment_copies) for t in texts]
+    if cfg.transfer is not None:
+        extra += read_transfer_set(ctx.artifacts_of(cfg.transfer), cfg.id, cfg.transfer)
     all_texts, all_labels = texts + extra, labels + [-100] * len(extra)  # -100: no label, KD term only
     logits = teacher_logits(t_dir, all_texts, max_length=train_cfg.max_length, truncation=train_cfg.truncation,
                             cache=ctx.stage_dir / "cache", allow_pickle=ctx.allow_pickle)
@@ -120,6 +120,7 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
         "teacher_params": teacher_params,
         "transfer_rows": len(all_texts),
         "unlabelled_rows": len(extra),
+        "transfer_stage": cfg.transfer,
         "teacher_train_accuracy": teacher_train_acc,
         "dev_accuracy": dev.get("eval_accuracy"),
         "dev_macro_f1": dev.get("eval_macro_f1"),
@@ -141,6 +142,7 @@ def section(sid: str, m: dict, doc: Any) -> None:
           f"{student} ({m['student_params']:,} parameters, {m['teacher_params'] / max(m['student_params'], 1):.1f}× "
           "fewer). Transfer set: " + (f"{m['transfer_rows']:,} texts — the {labelled:,} labelled train rows plus "
                                       f"{m['unlabelled_rows']:,} unlabelled or augmented texts"
+                                      + (f" (augment stage '{m['transfer_stage']}')" if m.get("transfer_stage") else "")
                                       if m["unlabelled_rows"] else f"the {labelled:,} labelled train rows")
           + "; the teacher's logits on them are the soft targets (it gets "
           f"{_pct(m['teacher_train_accuracy'])}% of the labelled train rows right). Loss: "
