@@ -1,0 +1,66 @@
+"""The curate stage's typed blocks (pydantic only, so `llmopt validate` stays fast)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from llmopt.stages.base import Strict
+
+
+class NormalizeConfig(Strict):
+    """Each normalizer on/off; they run in this order: mojibake, html, mail, control, nfkc, whitespace, lowercase."""
+
+    mojibake: bool = Field(True, description="repair mis-decoded UTF-8 (ftfy.fix_encoding)")
+    html: bool = Field(True, description="strip HTML tags (script/style bodies too) and unescape entities")
+    mail: bool = Field(True, description="drop leading mail headers, quoted '>' replies, 'On … wrote:' and forwarded tails")
+    control: bool = Field(True, description="remove control characters (tab/newline kept), BOM, zero-width space, soft hyphen")
+    nfkc: bool = Field(True, description="Unicode NFKC")
+    whitespace: bool = Field(True, description="collapse runs of whitespace to one space, strip the ends")
+    lowercase: bool = False
+
+
+class LanguageConfig(Strict):
+    """Drop rows langid places in another language; short rows are never judged (langid guesses on snippets)."""
+
+    expected: list[str] | None = Field(None, description="ISO 639-1 codes, e.g. [en]; null: no language filter")
+    min_chars: int = Field(60, ge=0, description="rows shorter than this are kept without a language check")
+    min_confidence: float = Field(0.95, ge=0, le=1, description="drop only when langid's probability is at least this")
+
+
+class FilterConfig(Strict):
+    """Row filters on the normalized text; each dropped row names the first filter it failed."""
+
+    min_chars: int = Field(1, ge=0)
+    max_chars: int | None = Field(None, ge=1)
+    min_words: int = Field(1, ge=0)
+    max_words: int | None = Field(None, ge=1)
+    min_alpha_ratio: float = Field(0.5, ge=0, le=1, description="share of letters among non-space characters")
+    max_char_run: int | None = Field(10, ge=2, description="a character repeated this many times in a row is spam")
+    max_word_run: int | None = Field(5, ge=2, description="a word repeated this many times in a row is spam")
+    language: LanguageConfig = LanguageConfig()
+
+    @model_validator(mode="after")
+    def _possible_ranges(self) -> "FilterConfig":
+        for unit in ("chars", "words"):
+            lo, hi = getattr(self, f"min_{unit}"), getattr(self, f"max_{unit}")
+            if hi is not None and lo > hi:
+                raise ValueError(f"min_{unit} ({lo}) is greater than max_{unit} ({hi}): no row could pass; "
+                                 f"lower min_{unit} or raise max_{unit}")
+        return self
+
+
+class DedupConfig(Strict):
+    """Exact duplicates by a hash of the dedup key, near duplicates by MinHash + LSH (datasketch)."""
+
+    exact: bool = True
+    near: bool = True
+    key: Literal["canonical", "normalized"] = Field(
+        "canonical", description="canonical: lower-cased, punctuation removed, whitespace collapsed before hashing")
+    unit: Literal["char", "word"] = Field("char", description="shingles of characters or of words")
+    shingle: int = Field(5, ge=1, le=64, description="shingle size (characters or words)")
+    num_perm: int = Field(128, ge=16, le=1024)
+    threshold: float = Field(0.7, gt=0, lt=1, description="estimated Jaccard similarity at which rows are near duplicates")
+    seed: int = Field(1, description="seed of the MinHash permutations")
+    keep: Literal["first"] = Field("first", description="the row kept per cluster: the first seen in file order")
