@@ -69,13 +69,19 @@ class Marian:
     """Two local MarianMT folders (source→pivot, pivot→source), greedy decoding on CPU."""
 
     def __init__(self, forward: Path, backward: Path, max_new_tokens: int = 128) -> None:
-        from transformers import MarianMTModel, MarianTokenizer
+        from transformers import AutoTokenizer, MarianMTModel
 
         self.name = f"marian {Path(forward).name}|{Path(backward).name}"
         self.max_new_tokens = max_new_tokens
         self.models = []
         for folder in (forward, backward):
-            tok = MarianTokenizer.from_pretrained(str(folder))
+            try:  # opus-mt folders hold a SentencePiece MarianTokenizer; a tokenizer.json works too
+                tok = AutoTokenizer.from_pretrained(str(folder))
+            except (ImportError, ValueError, OSError) as e:
+                from llmopt.errors import ModelError
+
+                raise ModelError(f"marian translator {folder}: its tokenizer does not load ({e}); a MarianTokenizer "
+                                 "needs `pip install sentencepiece`.") from e
             model = MarianMTModel.from_pretrained(str(folder), use_safetensors=True).eval()
             self.models.append((tok, model))
 

@@ -141,6 +141,8 @@ def random_delete(words: list[str], rate: float, rng: random.Random) -> list[str
     if len(words) < 2:
         return list(words)
     out = [w for w in words if rng.random() >= rate]
+    if len(out) == len(words):  # like the other ops, change at least one word
+        del out[rng.randrange(len(out))]
     return out or [rng.choice(words)]  # never empty
 
 
