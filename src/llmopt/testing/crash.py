@@ -255,6 +255,8 @@ def quality(run_dir: Path) -> dict[str, Any]:
             out[m.parent.name] = {n: {k: e.get(k) for k in QUALITY_KEYS} for n, e in data["models"].items()}
         elif "dev_accuracy" in data:
             out[m.parent.name] = {k: data.get(k) for k in ("dev_accuracy", "dev_macro_f1", "global_steps", "best_metric")}
+        elif "dev_perplexity" in data:  # a causal-LM fine-tune
+            out[m.parent.name] = {k: data.get(k) for k in ("dev_loss", "dev_perplexity", "global_steps", "best_metric")}
     return out
 
 
