@@ -66,6 +66,13 @@ def test_augment_writes_a_data_artifact_with_provenance_and_a_transfer_set(tmp_p
         assert m["rows_per_s"][op] > 0
     assert len(dropped) == sum(m["dropped"].values()) and all(d["reason"] for d in dropped)
     assert m["wordnet"] and m["pos_source"] in ("nltk-tagger", "wordnet-most-frequent") and m["chunks_reused"] == 0
+    from llmopt.report.render import Doc
+    from llmopt.stages.augment import section
+
+    doc = Doc()
+    section("augment", m, doc)
+    md = doc.markdown()
+    assert f"| synonym | 80 | {m['kept']['synonym']} |" in md and "40 train rows of stage 'data'" in md
     # deterministic: the same seed gives the same rows, another seed other rows
     again = run(AugmentConfig(id="augment", ops=["synonym", "swap", "delete"], copies=2, chunk_rows=40),
                 _ctx(tmp_path / "b", "01-augment", {"data": data})).metrics
