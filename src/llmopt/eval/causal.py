@@ -187,7 +187,8 @@ def _apply_torchao(model: Any, spec: dict[str, Any], where: Path) -> Any:
         fn = getattr(torchao_quant, name, None)
         if callable(fn):
             return fn(model, spec.get("scheme")) or model
-    raise ModelError(f"{where}: llmopt.compression.torchao_quant has no function to apply scheme {spec.get('scheme')!r}.")
+    raise ModelError(f"{where}: llmopt.compression.torchao_quant has no function to apply scheme "
+                     f"{spec.get('scheme')!r}.")
 
 
 def load_causal_runner(path: Path, threads: int, allow_pickle: bool = False, n_ctx: int = 2048) -> Any:

@@ -91,7 +91,8 @@ def measure_generation(runner: Any, prompts: list[str], max_new_tokens: int = 12
             decode.append((max_new_tokens - 1) / t_dec)
         runs.append({"prompt_tokens": len(p), "prefill_s": t_pre, "decode_s": t_dec})
     return {"prefill_tok_s": statistics.median(prefill), "decode_tok_s": statistics.median(decode) if decode else None,
-            "prompts": len(ids), "new_tokens": max_new_tokens, "prompt_tokens_median": statistics.median(len(p) for p in ids),
+            "prompts": len(ids), "new_tokens": max_new_tokens,
+            "prompt_tokens_median": statistics.median(len(p) for p in ids),
             "warmup": min(warmup, len(ids)), "runs": runs}
 
 

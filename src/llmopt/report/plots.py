@@ -217,3 +217,34 @@ def search_pareto(cands: dict[str, dict], teacher: dict, frontier: list[str], ch
     fig.canvas.draw()
     _place_labels(ax, labels, fontsize=7)
     return _fig_svg(fig)
+
+
+def decode_vs_perplexity(models: dict[str, dict]) -> str:
+    """Causal LMs: decode tokens/s (batch 1) against perplexity with its 95% CI; marker area ∝ size on disk;
+    colour by runtime family (llama.cpp, transformers, dequantized GGUF)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    pts = {n: m for n, m in models.items() if m.get("decode_tok_s") and m.get("ppl")}
+    top = max((m.get("size_bytes") or 0 for m in pts.values()), default=1) or 1
+    labels = []
+    for name, m in pts.items():
+        rt = str(m.get("runtime", ""))
+        color = "tab:green" if rt.startswith("llama.cpp") else "tab:gray" if "dequantized" in rt else "tab:blue"
+        x, y = m["decode_tok_s"], m["ppl"]
+        lo, hi = m.get("ppl_ci") or (y, y)
+        ax.errorbar([x], [y], yerr=[[max(y - lo, 0)], [max(hi - y, 0)]], fmt="none", ecolor=color, alpha=0.6,
+                    capsize=3, zorder=2)
+        ax.scatter([x], [y], s=25 + 500 * (m.get("size_bytes") or 0) / top, color=color, alpha=0.55, zorder=3)
+        labels.append((name, x, y))
+    if pts:
+        xs = [m["decode_tok_s"] for m in pts.values()]
+        ax.set_xlim(min(xs) / 1.5, max(xs) * 1.8)
+        ax.set_xscale("log")
+    ax.set_xlabel("decode tokens/s at batch 1 (log scale; right is faster)")
+    ax.set_ylabel("perplexity with 95% CI (lower is better)")
+    ax.set_title("Speed vs perplexity (marker area ∝ size on disk; green: llama.cpp, blue: transformers, "
+                 "gray: dequantized GGUF)", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.canvas.draw()
+    _place_labels(ax, labels)
+    return _fig_svg(fig)

@@ -5,17 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from llmopt.stages.base import ModelRef, StageConfig, StageContext, StageRef, StageResult, model_ref_str
+from llmopt.stages.base import (InputFile, ModelRef, StageConfig, StageContext, StageRef, StageResult, Strict,
+                                model_ref_str)
+
+
+class Instruction(Strict):
+    """How a causal LM is asked to classify: a template with {text} and {labels}, and each label's answer word."""
+
+    template: str = Field(description="user turn, e.g. 'Is this review positive or negative? {text}'")
+    label_words: dict[str, str] = Field({}, description="label -> answer word (default: the label itself)")
 
 
 class EvaluateConfig(StageConfig):
     """Score models (earlier stage ids or model folders) and baselines on one split of the data stage."""
 
     type: Literal["evaluate"] = "evaluate"
-    data: StageRef = "data"
-    models: list[ModelRef] = Field(min_length=1, description="earlier stage ids or model folders")
+    data: StageRef | None = Field("data", description="the data stage (null: causal LMs on `text` only)")
+    models: list[ModelRef] = Field(min_length=1, description="earlier stage ids, model folders, GGUF folders or "
+                                   "*.gguf files; encoders and causal LMs may be mixed")
     reference: ModelRef | None = Field(None, description="model the others are tested against (default: first)")
     split: Literal["test", "dev"] = "test"
     baselines: list[Literal["majority", "tfidf"]] = ["majority", "tfidf"]
@@ -30,6 +39,29 @@ class EvaluateConfig(StageConfig):
     ort_int8_baseline: bool = Field(
         True, description="also export the reference (a PyTorch model) to ONNX Runtime dynamic int8, evaluate it "
         "as a baseline and gate every ONNX Runtime model against it")
+    # causal LMs
+    text: InputFile | None = Field(None, description="perplexity corpus: .txt (one document) or .jsonl with "
+                                   "`text`; default: the data stage's split texts")
+    ppl_window: int = Field(512, ge=2, description="tokens per perplexity window")
+    ppl_stride: int | None = Field(None, ge=1, description="tokens between window starts (default: ppl_window, "
+                                   "non-overlapping; smaller: overlapping context, each token still scored once)")
+    max_ppl_tokens: int | None = Field(32767, ge=2, description="first N tokens of the corpus (null: all)")
+    prompts: InputFile | None = Field(None, description="speed prompts: .txt (one per line) or .jsonl with "
+                                      "`prompt`; default: a built-in fixed set of 24")
+    speed_prompts: int = Field(20, ge=1, description="how many of the prompts are timed")
+    max_new_tokens: int = Field(128, ge=2, description="new tokens per prompt, forced (EOS ignored), greedy")
+    generation_warmup: int = Field(2, ge=0)
+    instruction: Instruction | None = Field(None, description="classification-as-instruction for a causal model "
+                                            "without llmopt_instruction.json (e.g. zero-shot)")
+    sft_scoring: Literal["loglik", "generate"] = Field(
+        "loglik", description="loglik: the most likely label word after the prompt; generate: a greedy answer "
+        "parsed to a label (unparseable answers count as wrong)")
+
+    @model_validator(mode="after")
+    def _ppl_stride(self) -> "EvaluateConfig":
+        if self.ppl_stride is not None and self.ppl_stride > self.ppl_window:
+            raise ValueError(f"ppl_stride ({self.ppl_stride}) must not exceed ppl_window ({self.ppl_window})")
+        return self
 
 
 def _input_coverage(folder: Path, max_length: int | None, texts: list[str]) -> dict[str, Any]:
@@ -64,8 +96,70 @@ def _model_folder(ref: object, ctx: StageContext) -> Path:
 
 
 def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
-    """Score every model and the baselines on one split: quality with intervals and a paired test against the
-    reference, speed and size by one harness, per-example predictions in artifacts/predictions/."""
+    """Score every model on one split. Encoders and the baselines: quality with intervals and a paired test
+    against the reference, speed and size by one harness, per-example predictions in artifacts/predictions/.
+    Causal LMs (under the `causal` key): perplexity [95% CI], prefill/decode tokens/s, peak memory, size, and
+    label accuracy when an instruction is known."""
+    from llmopt.errors import RecipeError
+    from llmopt.eval.causal import is_causal_path
+
+    folders = {model_ref_str(ref): _model_folder(ref, ctx) for ref in cfg.models}
+    causal = [ref for ref in cfg.models if is_causal_path(folders[model_ref_str(ref)])]
+    encoders = [ref for ref in cfg.models if ref not in causal]
+    if encoders and cfg.data is None:
+        raise RecipeError(f"evaluate '{cfg.id}': models {[model_ref_str(r) for r in encoders]} are classifiers and "
+                          "need a data stage; set data: to one.")
+    if causal and cfg.data is None and cfg.text is None:
+        raise RecipeError(f"evaluate '{cfg.id}': give text: (a perplexity corpus) or data: (a data stage) for "
+                          "the causal models.")
+    metrics = _run_encoders(cfg, ctx, encoders) if encoders else {}
+    if causal:
+        metrics["causal"] = _run_causal(cfg, ctx, causal, folders)
+    return StageResult(metrics)
+
+
+def _run_causal(cfg: EvaluateConfig, ctx: StageContext, refs: list, folders: dict[str, Path]) -> dict[str, Any]:
+    """Every causal model through the same perplexity corpus, prompts and split (each with its own tokenizer)."""
+    from llmopt.eval.causal_eval import evaluate_causal_model
+    from llmopt.eval.generation import PROMPTS, read_prompts
+    from llmopt.eval.perplexity import read_texts
+
+    rows, labels, classify_rows = None, None, None
+    if cfg.data is not None:
+        from llmopt.data.artifact import load_data_artifact
+
+        data = load_data_artifact(ctx.artifacts_of(cfg.data))
+        rows, labels = data.split(cfg.split), data.labels
+        classify_rows = ([r["text"] for r in rows], data.ids(rows), labels)
+    ppl_texts = read_texts(Path(cfg.text)) if cfg.text else [r["text"] for r in rows]
+    prompts = (read_prompts(Path(cfg.prompts)) if cfg.prompts else PROMPTS)[: cfg.speed_prompts]
+    threads = cfg.threads or ctx.threads
+    instruction = cfg.instruction.model_dump() if cfg.instruction else None
+    models = {}
+    for ref in refs:
+        models[_entry_name(ref)] = evaluate_causal_model(
+            folders[model_ref_str(ref)], threads=threads, ppl_texts=ppl_texts, window=cfg.ppl_window,
+            stride=cfg.ppl_stride or cfg.ppl_window, max_ppl_tokens=cfg.max_ppl_tokens, prompts=prompts,
+            max_new_tokens=cfg.max_new_tokens, warmup=cfg.generation_warmup, resamples=cfg.bootstrap_resamples,
+            seed=ctx.seed, allow_pickle=ctx.allow_pickle, classify_rows=classify_rows, instruction=instruction,
+            sft_scoring=cfg.sft_scoring)
+    return {
+        "threads": threads,
+        "ppl_corpus": cfg.text or f"data stage '{cfg.data}', {cfg.split} split texts",
+        "ppl_window": cfg.ppl_window, "ppl_stride": cfg.ppl_stride or cfg.ppl_window,
+        "max_ppl_tokens": cfg.max_ppl_tokens,
+        "prompts": len(prompts), "max_new_tokens": cfg.max_new_tokens,
+        "split": cfg.split if classify_rows else None, "labels": labels,
+        "n": len(classify_rows[1]) if classify_rows else None,
+        "timing": (f"batch 1, greedy, exactly {cfg.max_new_tokens} new tokens per prompt (EOS ignored), after "
+                   f"{cfg.generation_warmup} warm-up generations; prefill = prompt tokens / time to the first new "
+                   "token, decode = the other new tokens / their time; medians over the prompts"),
+        "models": models,
+    }
+
+
+def _run_encoders(cfg: EvaluateConfig, ctx: StageContext, refs: list) -> dict[str, Any]:
+    """The classifiers (encoders, ONNX exports) and the baselines on one split."""
     import numpy as np
 
     import gc
@@ -136,7 +230,7 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
         score("tfidf", "baseline", lambda: tf, baseline_dir / "tfidf.json", None)
 
     model_names, model_refs = [], {}
-    for ref in cfg.models:
+    for ref in refs:
         folder = _model_folder(ref, ctx)
         onnx = is_onnx_dir(folder)  # an exported model: model.onnx + tokenizer + config.json
         folder = check_onnx_dir(folder) if onnx else check_model_dir(folder, allow_pickle=ctx.allow_pickle)
@@ -193,7 +287,7 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
             e["vs_reference"] = paired_bootstrap(
                 y, preds[name], preds[reference], k, cfg.bootstrap_resamples, ctx.seed + 1
             )
-    return StageResult(
+    return (
         {
             "split": cfg.split,
             "n": int(len(y)),
@@ -211,7 +305,48 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
 
 
 def section(sid: str, m: dict, doc: Any) -> None:
-    """Quality with intervals, speed and size of every model and baseline; per-class results; confusion matrices."""
+    """Quality with intervals, speed and size of every model and baseline; per-class results; confusion matrices;
+    then the causal LMs: perplexity and speed table, accuracy beside the classifiers, tokens/s against perplexity."""
+    if m.get("models"):
+        _encoder_section(sid, m, doc)
+    if m.get("causal"):
+        _causal_section(sid, m, doc)
+
+
+def _causal_section(sid: str, m: dict, doc: Any) -> None:
+    from llmopt.report import plots
+    from llmopt.report.render import _ci, _num, _pct
+
+    c = m["causal"]
+    doc.h(2, f"Causal language models ({sid})")
+    doc.p(f"Perplexity on {c['ppl_corpus']} (first {c['max_ppl_tokens'] or 'all'} tokens, windows of "
+          f"{c['ppl_window']} tokens every {c['ppl_stride']}, token-weighted; 95% bootstrap interval over windows). "
+          f"Speed: {c['timing']}; {c['prompts']} prompts, {c['threads']} threads. Peak RSS: the evaluating process "
+          "while loading the model and scoring perplexity. A runtime 'transformers (dequantized GGUF)' measures the "
+          "GGUF's quality only: llama-cpp-python was not installed, so its speed is not llama.cpp's.")
+    head = ["model", "runtime", "perplexity [95% CI]", "tokens scored", "prefill tok/s", "decode tok/s",
+            "peak RSS MB", "size MB"]
+    rows = [[n, e["runtime"], f"{e['ppl']:.2f} [{e['ppl_ci'][0]:.2f}, {e['ppl_ci'][1]:.2f}]",
+             f"{e['perplexity']['tokens_scored']:,}", _num(e["prefill_tok_s"], "{:,.0f}"),
+             _num(e["decode_tok_s"], "{:,.1f}"), _num(e["peak_rss_mb"], "{:,.0f}"), _num(e["size_mb"], "{:,.1f}")]
+            for n, e in c["models"].items()]
+    doc.table(head, rows)
+    scored = {n: e["classification"] for n, e in c["models"].items() if e.get("classification")}
+    if scored:
+        doc.p(f"Classification as instruction on the {c['split']} split (n = {c['n']:,}): loglik = the label whose "
+              "answer word is most likely after the chat prompt; generate = a greedy answer parsed to a label, "
+              "unparseable answers counted as wrong. Classifiers and baselines of this stage are listed beside.")
+        rows = [[n, f"causal LM, {e['method']}" + (f", {e['unparseable']} unparseable" if e["unparseable"] else ""),
+                 _pct(e["accuracy"]) + _ci(e["accuracy_ci"]), _pct(e["macro_f1"]) + _ci(e["macro_f1_ci"])]
+                for n, e in scored.items()]
+        rows += [[n, f"{e['kind']}, {e['runtime']}", _pct(e["accuracy"]) + _ci(e["accuracy_ci"]),
+                  _pct(e["macro_f1"]) + _ci(e["macro_f1_ci"])] for n, e in (m.get("models") or {}).items()]
+        doc.table(["model", "kind", "accuracy % [95% CI]", "macro-F1 % [95% CI]"], rows)
+    doc.figure(f"{sid}-tokens-perplexity.svg", plots.decode_vs_perplexity(c["models"]),
+               "Decode tokens/s at batch 1 against perplexity (95% CI); marker area ∝ size on disk.")
+
+
+def _encoder_section(sid: str, m: dict, doc: Any) -> None:
     from llmopt.report import plots
     from llmopt.report.answer import recommend
     from llmopt.report.render import _num, _pct, _slug, results_tables
