@@ -1,4 +1,12 @@
-"""quantize stage: export to ONNX, fuse for ONNX Runtime, quantize; `auto` keeps the fastest scheme that agrees."""
+"""quantize stage: an encoder classifier → ONNX Runtime (fp32, int8, weight-only; `auto` keeps the fastest scheme that
+agrees); a causal LM → GGUF (Q8_0, Q4_0, Q4_1) and/or torchao weight-only (int8, int4) transformers folders.
+
+Causal LMs: `scheme:` one of CAUSAL_SCHEMES, or `schemes: [...]`, or `scheme: auto` (every causal scheme; those that
+cannot run here are reported with their reason). With several, each is kept in artifacts/<scheme>/ and the one
+named by `keep:` (else the first listed) also in artifacts/model; with one, only artifacts/model. Folder contract:
+llmopt.compression.gguf_export. Each output is checked against the parent on a few texts (the data stage's dev
+texts when `data` names one, else built-in sentences; `data: null` for a recipe without a data stage).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from llmopt.compression.schemes import Scheme
+from llmopt.compression.schemes import SCHEMES, Scheme
 from llmopt.stages.base import ModelRef, StageConfig, StageContext, StageRef, StageResult, model_ref_str
+
+CausalScheme = Literal["gguf_q8_0", "gguf_q4_0", "gguf_q4_1", "torchao_int8", "torchao_int4"]
+CAUSAL_SCHEMES: tuple[str, ...] = ("gguf_q4_1", "gguf_q4_0", "gguf_q8_0", "torchao_int8", "torchao_int4")
 
 
 class QuantizeConfig(StageConfig):
@@ -15,8 +26,17 @@ class QuantizeConfig(StageConfig):
 
     type: Literal["quantize"] = "quantize"
     model: ModelRef = Field(description="earlier stage id or model folder (safetensors)")
-    data: StageRef = Field("data", description="data stage: dev rows calibrate static int8 and check agreement")
-    scheme: Scheme | Literal["auto"] = Field("dynamic_int8", description="auto: fastest of `candidates` that agrees")
+    data: StageRef | None = Field("data", description="data stage: dev rows calibrate static int8 and check "
+                                  "agreement (causal LMs: dev texts for the logit check; null: built-in sentences)")
+    scheme: Scheme | CausalScheme | Literal["auto"] = Field(
+        "dynamic_int8", description="auto: fastest of `candidates` that agrees (causal LM: every causal scheme)")
+    schemes: list[CausalScheme] | None = Field(None, min_length=1, description="causal LM: build each of these")
+    keep: CausalScheme | None = Field(None, description="causal LM: the output copied to artifacts/model "
+                                      "(default: the first scheme)")
+    check_texts: int = Field(8, ge=1, description="causal LM: texts whose next-token logits are compared")
+    runtime: Literal["measure", "eager"] = Field(
+        "measure", description="torchao outputs: time eager / static KV cache / torch.compile decoding and record "
+        "the fastest in llmopt_runtime.json; eager: skip the timing")
     candidates: list[Scheme] = ["dynamic_int8", "static_int8", "weight_only_int8"]
     optimize: bool = Field(True, description="fuse attention/LayerNorm/GELU with ORT's transformer optimizer")
     max_length: int | None = Field(None, ge=8, description="tokens per text; null: the model's training setting "
@@ -51,7 +71,20 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
     from llmopt.fsutil import atomic_replace_dir
     from llmopt.models import inference_settings, weights_size_bytes
 
+    from llmopt.errors import RecipeError
+    from llmopt.llm import is_causal_lm
+
     src = ctx.model_dir(cfg.model)
+    if is_causal_lm(src):
+        from llmopt.compression.causal_quantize import run_causal
+
+        return StageResult(run_causal(cfg, ctx, src))
+    if cfg.schemes or cfg.scheme in CAUSAL_SCHEMES:
+        raise RecipeError(f"quantize '{cfg.id}': {cfg.schemes or cfg.scheme} are causal-LM schemes (GGUF, torchao), "
+                          f"but {src} is not a causal LM. For an encoder use scheme: one of {', '.join(SCHEMES)} "
+                          "or auto.")
+    if cfg.data is None:
+        raise RecipeError(f"quantize '{cfg.id}': an encoder needs a data stage (data:) to calibrate and check.")
     max_length, truncation = inference_settings(src, cfg.max_length)
     dev = load_data_artifact(ctx.artifacts_of(cfg.data)).texts("dev")
     check = dev[: cfg.check_rows]
@@ -126,6 +159,11 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
 def section(sid: str, m: dict, doc: Any) -> None:
     """The scheme kept and why, with every candidate measured."""
     from llmopt.report.render import _num, _pct, short_path
+
+    if m.get("kind") == "causal_lm":
+        from llmopt.compression.causal_quantize import causal_section
+
+        return causal_section(sid, m, doc)
 
     doc.h(2, f"Quantization ({sid})")
     auto = len(m["candidates"]) > 1 or any("latency_b1_p50_ms" in r for r in m["candidates"].values())
