@@ -55,15 +55,34 @@ class Synonyms:
     def __init__(self, wordnet: Any) -> None:
         self.wn = wordnet
         self._cache: dict[tuple[str, str | None], tuple[str, ...]] = {}
+        self._counts: dict[str, dict[str, int]] | None = None
+
+    def _tag_counts(self) -> dict[str, dict[str, int]]:
+        """word → {pos: tagged-corpus count of its senses}, read once from WordNet's cntlist.rev (asking nltk
+        lemma by lemma binary-searches that file each time: 1 ms a lemma)."""
+        if self._counts is None:
+            counts: dict[str, dict[str, int]] = {}
+            pos_of = {"1": "n", "2": "v", "3": "a", "4": "r", "5": "a"}
+            with self.wn.open("cntlist.rev") as fp:
+                for line in fp:
+                    key, _, count = line.split()
+                    lemma, _, rest = key.partition("%")
+                    per = counts.setdefault(lemma, {})
+                    pos = pos_of.get(rest[:1])
+                    if pos:
+                        per[pos] = per.get(pos, 0) + int(count)
+            self._counts = counts
+        return self._counts
 
     def best_pos(self, word: str) -> str | None:
-        scores = {}
-        for s in self.wn.synsets(word):
-            pos = "a" if s.pos() == "s" else s.pos()
-            count = sum(lem.count() for lem in s.lemmas() if lem.name().lower() == word)
-            n, c = scores.get(pos, (0, 0))
-            scores[pos] = (c + count, n + 1)
-        return max(scores, key=lambda p: (scores[p], p)) if scores else None
+        """The part of speech whose senses of `word` are most frequent in WordNet's tagged corpus; untagged
+        words: the part of speech with the most senses (ties: n, v, a, r)."""
+        senses = {("a" if p == "s" else p): len(offs) for p, offs in self.wn._lemma_pos_offset_map.get(word, {}).items()}
+        if not senses:
+            return None
+        tagged = self._tag_counts().get(word, {})
+        order = "nvar"
+        return max(senses, key=lambda p: (tagged.get(p, 0), senses[p], -order.index(p)))
 
     def __call__(self, word: str, penn_tag: str | None = None) -> tuple[str, ...]:
         word = word.lower()
