@@ -151,7 +151,13 @@ class LlamaCppRunner:
 
     @property
     def params(self) -> int:
-        return int(self._llm(False).model.n_params()) if hasattr(self._llm(False), "model") else 0
+        return int(self._llm(False)._model.n_params())
+
+    def close(self) -> None:
+        """Free the llama.cpp contexts now (left to interpreter exit, their finalizers fail noisily)."""
+        for llm in self._llms.values():
+            llm.close()
+        self._llms.clear()
 
     def nll(self, ids: list[int]) -> np.ndarray:
         llm = self._llm(True)
@@ -165,14 +171,19 @@ class LlamaCppRunner:
 
     def generate_timed(self, prompt_ids: list[int], n_new: int) -> tuple[float, float, list[int]]:
         llm = self._llm(False)
+        n_vocab = llm.n_vocab()
+
+        def last() -> int:  # without logits_all, `scores` is not filled: read the context's last-token logits
+            return int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))))
+
         llm.reset()
         t0 = time.perf_counter()
         llm.eval(list(prompt_ids))
-        new = [int(np.argmax(llm.scores[llm.n_tokens - 1]))]
+        new = [last()]
         t1 = time.perf_counter()
         for _ in range(n_new - 1):  # EOS ignored: exactly n_new tokens
             llm.eval([new[-1]])
-            new.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+            new.append(last())
         return t1 - t0, time.perf_counter() - t1, new
 
 

@@ -52,6 +52,8 @@ def evaluate_causal_model(path: Path, *, threads: int, ppl_texts: list[str], win
     }
     if cls is not None:
         entry["classification"] = cls
+    if hasattr(runner, "close"):
+        runner.close()
     del runner
     gc.collect()
     return entry
