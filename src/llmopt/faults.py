@@ -4,7 +4,7 @@
 exactly as a power cut or the OOM killer would. With the variable unset a point costs one dict
 lookup. Points: data.read, stage.start, stage.end, ckpt.saved (a checkpoint written, its checksums not
 yet), train.step (after the n-th optimizer step of this process, before that step's checkpoint),
-atomic.before_rename, report.write, quantize.write.
+atomic.before_rename, report.write, quantize.write, augment.chunk (a chunk of augmented rows written).
 """
 
 from __future__ import annotations
