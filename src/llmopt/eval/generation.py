@@ -151,7 +151,13 @@ def classify(runner: Any, texts: list[str], labels: list[str], instruction: dict
     (one forward per text, every label scored), or by a greedy answer parsed to a label (unparseable → -1)."""
     tok = runner.tokenizer
     words = _label_words(instruction, labels)
-    conts = [tok(w, add_special_tokens=False)["input_ids"] for w in words.values()]
+    # the answer word and the turn's closing EOS, as an SFT model was trained to answer (training/causal.py)
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    conts = [tok(w, add_special_tokens=False)["input_ids"] + eos for w in words.values()]
+    try:
+        from llmopt.data.sft import parse_label as parse  # the finetune stage's parser, when present
+    except ImportError:
+        parse = parse_answer
     preds, answers = [], []
     for text in texts:
         ids = chat_ids(tok, build_prompt(instruction, text, words))
@@ -161,7 +167,7 @@ def classify(runner: Any, texts: list[str], labels: list[str], instruction: dict
         else:
             _, _, new = runner.generate_timed(ids, max_new_tokens)
             answer = tok.decode(new, skip_special_tokens=True)
-            lab = parse_answer(answer, words)
+            lab = parse(answer, words)
             preds.append(labels.index(lab) if lab is not None else -1)
             answers.append(answer)
     return {"preds": preds, "answers": answers, "label_words": words, "method": method,
