@@ -82,6 +82,10 @@ def test_evaluate_mixed_encoder_and_causal_with_instruction(tmp_path: Path, tiny
     c = m["causal"]["models"][tiny_llama.name]["classification"]
     assert c["n"] == m["n"] and 0 <= c["accuracy"] <= 1 and c["accuracy_ci"][0] <= c["accuracy"] <= c["accuracy_ci"][1]
     assert c["label_words"] == {"negative": "bad", "positive": "good"} and c["instruction_from"] == "evaluate config"
+    vs = m["causal"]["models"][tiny_llama.name]["vs_reference"]
+    assert vs["reference"] == tiny_bert.name and -1 <= vs["accuracy"]["diff"] <= 1
+    preds = (run_dir / "stages").glob(f"*-evaluate/artifacts/predictions/{tiny_llama.name}.jsonl")
+    assert len(next(preds).read_text().splitlines()) == m["n"]
     md = (run_dir / "report" / "report.md").read_text()
     assert "Classification as instruction" in md and "The answer" in md  # the encoders' answer still opens it
 

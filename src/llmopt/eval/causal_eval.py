@@ -41,7 +41,8 @@ def evaluate_causal_model(path: Path, *, threads: int, ppl_texts: list[str], win
                 pred = np.where(pred < 0, len(labels), pred)
             cls = {**classification_report(np.asarray(y), pred, shown, resamples, seed),
                    "method": sft_scoring, "unparseable": out["unparseable"], "label_words": out["label_words"],
-                   "instruction_from": "model folder" if read_instruction(path) else "evaluate config"}
+                   "instruction_from": "model folder" if read_instruction(path) else "evaluate config",
+                   "preds": pred.tolist(), "answers": out["answers"]}  # the stage moves these to predictions/
     gen = measure_generation(runner, prompts, max_new_tokens, warmup)
     entry = {
         "kind": "causal_lm", "runtime": runner.runtime, "path": str(path), "params": runner.params,

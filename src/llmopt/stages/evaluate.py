@@ -115,7 +115,51 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> StageResult:
     metrics = _run_encoders(cfg, ctx, encoders) if encoders else {}
     if causal:
         metrics["causal"] = _run_causal(cfg, ctx, causal, folders)
+        _paired_causal(cfg, ctx, metrics)
     return StageResult(metrics)
+
+
+def _paired_causal(cfg: EvaluateConfig, ctx: StageContext, metrics: dict[str, Any]) -> None:
+    """Move each label-scored causal model's predictions to artifacts/predictions/<name>.jsonl and test it (paired
+    bootstrap on the same rows) against the reference: the `reference:` when that is a causal model, else the
+    classifiers' reference; `paired` holds it against every other label-scored causal model."""
+    import numpy as np
+
+    from llmopt.eval.metrics import paired_bootstrap
+    from llmopt.fsutil import atomic_write_jsonl, read_jsonl
+
+    c = metrics["causal"]
+    scored = {n: e["classification"] for n, e in c["models"].items() if e.get("classification")}
+    if not scored:
+        return
+    labels = c["labels"]
+    k = len(labels) + 1  # an unparseable answer is its own (always wrong) class
+    preds = {n: np.asarray(cl.pop("preds")) for n, cl in scored.items()}
+    from llmopt.data.artifact import load_data_artifact
+
+    data = load_data_artifact(ctx.artifacts_of(cfg.data))
+    split = data.split(cfg.split)
+    y = np.asarray(data.ids(split))
+    for n, cl in scored.items():
+        answers = cl.pop("answers") or [None] * len(split)
+        atomic_write_jsonl(ctx.out_dir / "predictions" / f"{n.replace('/', '_').replace(':', '_')}.jsonl", (
+            {"text": r["text"], "label": r["label"], "pred": labels[p] if p < len(labels) else None,
+             **({"answer": a} if a is not None else {})} for r, p, a in zip(split, preds[n], answers)))
+    ref_name = _entry_name(cfg.reference) if cfg.reference is not None else None
+    ref_pred, ref_label = None, None
+    if ref_name in preds:
+        ref_pred, ref_label = preds[ref_name], ref_name
+    elif metrics.get("models"):
+        ref_label = metrics["reference"]
+        index = {lab: i for i, lab in enumerate(labels)}
+        ref_rows = read_jsonl(ctx.out_dir / "predictions" / f"{ref_label}.jsonl")
+        ref_pred = np.asarray([index[r["pred"]] for r in ref_rows])
+    for n, cl in scored.items():
+        if ref_pred is not None and n != ref_label:
+            c["models"][n]["vs_reference"] = {"reference": ref_label, **paired_bootstrap(
+                y, preds[n], ref_pred, k, cfg.bootstrap_resamples, ctx.seed + 1)}
+        cl["paired"] = {o: paired_bootstrap(y, preds[n], preds[o], k, cfg.bootstrap_resamples, ctx.seed + 1)
+                        for o in scored if o != n}
 
 
 def _run_causal(cfg: EvaluateConfig, ctx: StageContext, refs: list, folders: dict[str, Path]) -> dict[str, Any]:
@@ -242,7 +286,9 @@ def _run_encoders(cfg: EvaluateConfig, ctx: StageContext, refs: list) -> dict[st
         entries[name]["path"] = str(folder)
         entries[name]["input"] = _input_coverage(folder, cfg.max_length, texts)
 
-    reference = _entry_name(cfg.reference) if cfg.reference else model_names[0]
+    # a causal reference is the causal models' (see _paired_causal); the classifiers then compare with the first
+    ref_is_encoder = cfg.reference is not None and model_ref_str(cfg.reference) in map(model_ref_str, refs)
+    reference = _entry_name(cfg.reference) if ref_is_encoder else model_names[0]
     if reference not in entries:
         from llmopt.errors import RecipeError
 
@@ -315,7 +361,7 @@ def section(sid: str, m: dict, doc: Any) -> None:
 
 def _causal_section(sid: str, m: dict, doc: Any) -> None:
     from llmopt.report import plots
-    from llmopt.report.render import _ci, _num, _pct
+    from llmopt.report.render import _ci, _num, _p, _pct
 
     c = m["causal"]
     doc.h(2, f"Causal language models ({sid})")
@@ -336,12 +382,21 @@ def _causal_section(sid: str, m: dict, doc: Any) -> None:
         doc.p(f"Classification as instruction on the {c['split']} split (n = {c['n']:,}): loglik = the label whose "
               "answer word is most likely after the chat prompt; generate = a greedy answer parsed to a label, "
               "unparseable answers counted as wrong. Classifiers and baselines of this stage are listed beside.")
+        def delta(vs: dict | None) -> str:
+            if not vs:
+                return ""
+            d = vs["accuracy"]
+            return (f"{100 * d['diff']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}] vs "
+                    f"{vs.get('reference', m.get('reference'))}, {_p(d['p_value'], vs['resamples'])}")
+
         rows = [[n, f"causal LM, {e['method']}" + (f", {e['unparseable']} unparseable" if e["unparseable"] else ""),
-                 _pct(e["accuracy"]) + _ci(e["accuracy_ci"]), _pct(e["macro_f1"]) + _ci(e["macro_f1_ci"])]
-                for n, e in scored.items()]
+                 _pct(e["accuracy"]) + _ci(e["accuracy_ci"]), _pct(e["macro_f1"]) + _ci(e["macro_f1_ci"]),
+                 delta(c["models"][n].get("vs_reference"))] for n, e in scored.items()]
         rows += [[n, f"{e['kind']}, {e['runtime']}", _pct(e["accuracy"]) + _ci(e["accuracy_ci"]),
-                  _pct(e["macro_f1"]) + _ci(e["macro_f1_ci"])] for n, e in (m.get("models") or {}).items()]
-        doc.table(["model", "kind", "accuracy % [95% CI]", "macro-F1 % [95% CI]"], rows)
+                  _pct(e["macro_f1"]) + _ci(e["macro_f1_ci"]), delta(e.get("vs_reference"))]
+                 for n, e in (m.get("models") or {}).items()]
+        doc.table(["model", "kind", "accuracy % [95% CI]", "macro-F1 % [95% CI]",
+                   "Δ accuracy, points [95% CI], paired p"], rows)
     doc.figure(f"{sid}-tokens-perplexity.svg", plots.decode_vs_perplexity(c["models"]),
                "Decode tokens/s at batch 1 against perplexity (95% CI); marker area ∝ size on disk.")
 
