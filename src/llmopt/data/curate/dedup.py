@@ -23,6 +23,7 @@ from llmopt.data.curate.config import DedupConfig
 
 _PUNCT_WS = re.compile(r"[\W_]+", re.UNICODE)
 _P = np.uint64(1_000_003)
+LSH_WEIGHTS = (0.2, 0.8)  # (false positive, false negative) weights of datasketch's band/row optimisation
 
 
 def canonical(text: str) -> str:
@@ -74,7 +75,7 @@ class MinHasher:
         self.a, self.b = (np.asarray(x, dtype=np.uint32) for x in proto.permutations)
         self.cfg = cfg
 
-    def signatures(self, keys: Sequence[str], batch_shingles: int = 200_000) -> list[np.ndarray | None]:
+    def signatures(self, keys: Sequence[str], batch_shingles: int = 16_384) -> list[np.ndarray | None]:
         """One uint32 signature per key (None for a key without shingles)."""
         out: list[np.ndarray | None] = [None] * len(keys)
         pending: list[tuple[int, np.ndarray]] = []
@@ -84,7 +85,7 @@ class MinHasher:
             if len(sh):
                 pending.append((i, sh))
                 size += len(sh)
-            if size >= batch_shingles:
+            if size >= batch_shingles:  # a (num_perm x shingles) block that stays in the CPU cache
                 self._flush(pending, out)
                 pending, size = [], 0
         self._flush(pending, out)
@@ -96,15 +97,27 @@ class MinHasher:
         allh = _fmix32(np.concatenate([sh for _, sh in pending]))
         starts = np.cumsum([0] + [len(sh) for _, sh in pending[:-1]])
         with np.errstate(over="ignore"):
-            permuted = allh[:, None] * self.a[None, :] + self.b[None, :]
-        sigs = np.minimum.reduceat(permuted, starts, axis=0)
+            permuted = self.a[:, None] * allh[None, :] + self.b[:, None]
+        # min over each row's contiguous run of shingles (reduceat along the last axis is the fast one)
+        sigs = np.ascontiguousarray(np.minimum.reduceat(permuted, starts, axis=1).T)
         for (i, _), sig in zip(pending, sigs):
             out[i] = sig
 
-    def lean(self, sig: np.ndarray):
-        from datasketch import LeanMinHash
+    def lean(self, sig: np.ndarray) -> "_Sketch":
+        return _Sketch(sig, self.scheme)
 
-        return LeanMinHash(seed=self.seed, hashvalues=sig, scheme=self.scheme)
+
+class _Sketch:
+    """What MinHashLSH reads of a MinHash (hashvalues, scheme, len): building a LeanMinHash per row costs more
+    than the index lookup itself."""
+
+    __slots__ = ("hashvalues", "scheme")
+
+    def __init__(self, hashvalues: np.ndarray, scheme: str):
+        self.hashvalues, self.scheme = hashvalues, scheme
+
+    def __len__(self) -> int:
+        return len(self.hashvalues)
 
 
 class NearIndex:
@@ -114,7 +127,8 @@ class NearIndex:
         from datasketch import MinHashLSH
 
         self.hasher, self.threshold = hasher, threshold
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=hasher.cfg.num_perm)
+        # bands tuned to miss fewer true pairs (the estimated Jaccard check below keeps precision)
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=hasher.cfg.num_perm, weights=LSH_WEIGHTS)
         self.bands = self.lsh.b
         self._sigs = np.zeros((1024, hasher.cfg.num_perm), dtype=np.uint32)
 
