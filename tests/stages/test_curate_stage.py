@@ -93,11 +93,13 @@ def test_report_section_shows_counts_and_examples(tmp_path):
          "dedup": {"key": "canonical", "num_perm": 128, "shingle": 5, "unit": "char", "threshold": 0.7,
                    "lsh_bands": 14, "keep": "first"},
          "dropped": {"exact_duplicate": 2}, "changed": {"html": 1},
-         "examples": {"exact_duplicate": [{"id": "train-3", "text": "a film", "duplicate_of": "train-1"}]}}
+         "examples": {"exact_duplicate": [{"id": "train-3", "text": "a film", "duplicate_of": "train-1"}],
+                      "changed:html": [{"id": "train-4", "before": "<b>x</b>", "after": "x"}]}}
     STAGES["curate"].section("curate", m, Doc())
     tables = [c for c in calls if c[0] == "table"]
     assert ["exact_duplicate", "2"] in tables[0][2] and ["html", "1"] in tables[1][2]
-    assert tables[2][2] == [["exact_duplicate", "train-3", "a film", "train-1"]]
+    assert tables[2][2][0] == ["exact_duplicate", "train-3", "a film", "", "train-1 (None)"]
+    assert tables[2][2][1] == ["changed:html", "train-4", "<b>x</b>", "x", ""]
     assert any("10 in, 8 kept, 2 dropped" in c[1] for c in calls if c[0] == "p")
 
 

@@ -53,8 +53,12 @@ def section(sid: str, m: dict, doc: Any) -> None:
     rows = []
     for reason, items in m.get("examples", {}).items():
         for it in items:
-            text = it.get("before", it.get("text", ""))
-            shown = (text[:90] + "…") if len(text) > 90 else text
-            rows.append([reason, it["id"], shown, str(it.get("duplicate_of", ""))])
+            rows.append([reason, it["id"], _short(it.get("before", it.get("text", ""))),
+                         _short(it["after"]) if "after" in it else "",
+                         f"{it['duplicate_of']} ({it.get('similarity')})" if it.get("duplicate_of") else ""])
     if rows:
-        doc.table(["reason", "row", "text (before any change)", "duplicate of"], rows)
+        doc.table(["reason", "row", "text", "after the change", "duplicate of (similarity)"], rows)
+
+
+def _short(text: str, n: int = 90) -> str:
+    return text[:n] + "…" if len(text) > n else text
