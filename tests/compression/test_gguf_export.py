@@ -167,6 +167,22 @@ def test_bad_inputs_leave_nothing(tiny_llama: Path, tiny_bert: Path, tmp_path: P
         export_gguf(tiny_llama, out / "x.gguf", "Q8_0", base_gguf=fake)
     with pytest.raises(ModelError, match="Q3_K.*not supported"):
         export_gguf(tiny_llama, out / "x.gguf", "Q3_K")
+    # a Llama whose tokenizer is not the base GGUF's (here BERT's WordPiece): neither reusable nor writable as BPE
+    import shutil
+
+    from llmopt.llm import smollm2_gguf
+
+    other = tmp_path / "llama-with-wordpiece"
+    other.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_llama / f, other / f)
+    for f in tiny_bert.iterdir():
+        if f.name.startswith(("tokenizer", "vocab", "special")):
+            shutil.copy(f, other / f.name)
+    with pytest.raises(ModelError, match="tokenizer is not the one in.*export without base_gguf"):
+        export_gguf(other, out / "x.gguf", "Q8_0", base_gguf=smollm2_gguf())
+    with pytest.raises(ModelError, match="byte-level BPE tokenizers only"):
+        export_gguf(other, out / "x.gguf", "Q8_0")
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

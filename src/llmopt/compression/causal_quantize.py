@@ -133,9 +133,8 @@ def run_causal(cfg: Any, ctx: Any, src: Path) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from llmopt import faults
-    from llmopt.compression.gguf_export import QUANT_FILE, read_quant_meta
-    from llmopt.compression.torchao_quant import measure_runtime, quantize_torchao, write_runtime
-    from llmopt.fsutil import atomic_replace_dir, dir_size_bytes
+    from llmopt.compression.gguf_export import QUANT_FILE
+    from llmopt.fsutil import atomic_replace_dir
     from llmopt.llm import load_causal_lm
     from llmopt.models import display_path, weights_size_bytes
     from llmopt.stages.base import model_ref_str
@@ -154,6 +153,54 @@ def run_causal(cfg: Any, ctx: Any, src: Path) -> dict[str, Any]:
     work = ctx.stage_dir / ".work.tmp"  # scratch: dot-named, never taken for a result, swept after a crash
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    try:
+        outputs = _build_all(cfg, ctx, src, schemes, source, base, encoded, ref, work)
+        ok = [s for s in schemes if "error" not in outputs[s]]
+        if keep not in ok:
+            raise ModelError(f"quantize '{cfg.id}': the kept scheme {keep} failed: {outputs[keep]['error']}")
+        faults.point("quantize.write")
+        out = ctx.out_dir
+        if len(schemes) > 1:
+            for s in ok:
+                tmp = out / f".{s}.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(work / s, tmp)
+                atomic_replace_dir(tmp, out / s)
+        atomic_replace_dir(work / keep, out / "model")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert (out / "model" / QUANT_FILE).is_file()
+    parent_bytes = weights_size_bytes(src)
+    kept = outputs[keep]
+    return {
+        "kind": "causal_lm",
+        "parent": source,
+        "parent_display": display_path(src),
+        "scheme": keep,
+        "schemes": schemes,
+        "choice": "the recipe's keep:" if cfg.keep else ("the only scheme" if len(schemes) == 1 else "the first scheme"),
+        "runtime": kept["runtime"],
+        "parent_weights_bytes": parent_bytes,
+        "weights_bytes": kept["weights_bytes"],
+        "size_ratio_vs_parent": parent_bytes / kept["weights_bytes"],
+        "top1_agreement": kept["top1_agreement"],
+        "logit_max_abs_diff": kept["logit_max_abs_diff"],
+        "check_texts": len(texts),
+        "check_texts_from": texts_from,
+        "outputs": {s: ({**r, "size_ratio_vs_parent": parent_bytes / r["weights_bytes"]} if "error" not in r else r)
+                    for s, r in outputs.items()},
+    }
+
+
+def _build_all(cfg: Any, ctx: Any, src: Path, schemes: list[str], source: str, base: Path | None,
+               encoded: list[Any], ref: list[Any], work: Path) -> dict[str, dict[str, Any]]:
+    """Each scheme into work/<scheme>, checked against the parent's logits; a failure is kept with its reason when
+    several schemes were asked for, raised when one was."""
+    from llmopt.compression.gguf_export import read_quant_meta
+    from llmopt.compression.torchao_quant import measure_runtime, quantize_torchao, write_runtime
+    from llmopt.fsutil import dir_size_bytes
+    from llmopt.models import weights_size_bytes
+
     outputs: dict[str, dict[str, Any]] = {}
     for s in schemes:
         t0 = time.perf_counter()
@@ -179,40 +226,7 @@ def run_causal(cfg: Any, ctx: Any, src: Path) -> dict[str, Any]:
                    else weights_size_bytes(folder))
         outputs[s] = {**built, **res, "runtime": runtime, "weights_bytes": weights,
                       "folder_bytes": dir_size_bytes(folder), "seconds": round(time.perf_counter() - t0, 2)}
-    ok = [s for s in schemes if "error" not in outputs[s]]
-    if keep not in ok:
-        raise ModelError(f"quantize '{cfg.id}': the kept scheme {keep} failed: {outputs[keep]['error']}")
-    faults.point("quantize.write")
-    out = ctx.out_dir
-    if len(schemes) > 1:
-        for s in ok:
-            tmp = out / f".{s}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(work / s, tmp)
-            atomic_replace_dir(tmp, out / s)
-    atomic_replace_dir(work / keep, out / "model")
-    shutil.rmtree(work, ignore_errors=True)
-    assert (out / "model" / QUANT_FILE).is_file()
-    parent_bytes = weights_size_bytes(src)
-    kept = outputs[keep]
-    return {
-        "kind": "causal_lm",
-        "parent": source,
-        "parent_display": display_path(src),
-        "scheme": keep,
-        "schemes": schemes,
-        "choice": "the recipe's keep:" if cfg.keep else ("the only scheme" if len(schemes) == 1 else "the first scheme"),
-        "runtime": kept["runtime"],
-        "parent_weights_bytes": parent_bytes,
-        "weights_bytes": kept["weights_bytes"],
-        "size_ratio_vs_parent": parent_bytes / kept["weights_bytes"],
-        "top1_agreement": kept["top1_agreement"],
-        "logit_max_abs_diff": kept["logit_max_abs_diff"],
-        "check_texts": len(texts),
-        "check_texts_from": texts_from,
-        "outputs": {s: ({**r, "size_ratio_vs_parent": parent_bytes / r["weights_bytes"]} if "error" not in r else r)
-                    for s, r in outputs.items()},
-    }
+    return outputs
 
 
 def causal_section(sid: str, m: dict, doc: Any) -> None:

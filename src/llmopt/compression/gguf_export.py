@@ -200,6 +200,10 @@ def export_gguf(model_dir: Path, out_file: Path, qtype: str = "Q8_0", base_gguf:
         from llmopt.llm import check_gguf
 
         check_gguf(Path(base_gguf))
+        if not tokenizer_matches_gguf(model_dir, Path(base_gguf)):
+            raise ModelError(f"{model_dir}: its tokenizer is not the one in {base_gguf} (tokens differ), so that "
+                             "file's tokenizer keys cannot be reused; export without base_gguf to build them from "
+                             "tokenizer.json.")
     n_layers = int(cfg["num_hidden_layers"])
     n_head = int(cfg["num_attention_heads"])
     n_kv = int(cfg.get("num_key_value_heads") or n_head)
