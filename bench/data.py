@@ -358,6 +358,41 @@ def real_corpus(work: Path, since: int) -> dict:
             "seconds": round(seconds, 2), "rows_per_s": round(m["rows_in"]["train"] / seconds, 1)}
 
 
+def curate_memory(work: Path, sizes: tuple[int, ...]) -> dict:
+    """tracemalloc peak of curate_artifact for growing train sizes (distinct rows: SST-2 sentences with their words
+    shuffled); the slope is the memory per indexed row (chunks of 1,000 rows, so rows are not what grows)."""
+    import tracemalloc
+
+    from llmopt.data.curate.engine import curate_artifact
+    from llmopt.stages.curate import CurateConfig
+
+    texts = [r["text"] for r in read_jsonl(SST2 / "train.jsonl")]
+
+    def rows(n: int, seed: int) -> list:
+        rng = random.Random(seed)
+        out = []
+        for i in range(n):
+            w = texts[i % len(texts)].split()
+            rng.shuffle(w)
+            out.append({"text": " ".join(w) + f" {i}", "label": ("negative", "positive")[i % 2]})
+        return out
+
+    peaks, kept, estimate = {}, {}, {}
+    warm = write_artifact(work / "mem-warm", rows(300, 1), rows(50, 2), rows(50, 3), ["negative", "positive"])
+    curate_artifact(warm, work / "mem-warm-out", work / "mem-warm-work", CurateConfig(id="c"))  # lazy imports
+    for n in sizes:
+        src = write_artifact(work / f"mem-{n}", rows(n, 1), rows(50, 2), rows(50, 3), ["negative", "positive"])
+        tracemalloc.start()
+        m = curate_artifact(src, work / f"mem-{n}-out", work / f"mem-{n}-work", CurateConfig(id="c", chunk_rows=1000))
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        kept[n] = m["rows_out"]["train"] + 100
+        estimate[n] = m["dedup"]["index_bytes_estimate"]
+    a, b = sizes[0], sizes[-1]
+    return {"train_rows": list(sizes), "peak_bytes": peaks, "indexed_rows": kept, "estimate_bytes": estimate,
+            "bytes_per_indexed_row": round((peaks[b] - peaks[a]) / (kept[b] - kept[a]))}
+
+
 def merge_results(update: dict, path: Path) -> None:
     """Read-modify-write data.json atomically: only this script's keys change."""
     from llmopt.fsutil import atomic_write_json
@@ -389,6 +424,8 @@ def main() -> None:
               f"R {dd['llmopt_pair_recall']}; datasketch {dd['datasketch_rows_per_s']:.0f} rows/s "
               f"P {dd['datasketch_pair_precision']} R {dd['datasketch_pair_recall']}; exact-only "
               f"{dd['exact_rows_per_s']:.0f} rows/s P {dd['exact_pair_precision']} R {dd['exact_pair_recall']}")
+        res["curate_memory"] = mem = curate_memory(work, (2000, 6000) if args.quick else (5000, 20000))
+        print(f"memory per indexed row (tracemalloc slope): {mem['bytes_per_indexed_row']:,} bytes")
         res["real_corpus"] = rc = real_corpus(work, 1990 if args.quick else 0)
         print(f"SOTU: {rc['rows_in']['train']} train sentences, kept {rc['rows_kept']}, dropped {rc['dropped']}, "
               f"changed {rc['changed']}, label conflicts {rc['label_conflicts']}")

@@ -5,8 +5,8 @@ numpy (shingles hashed by a rolling polynomial, then one (shingles x num_perm) p
 so `datasketch.MinHashLSH` indexes them as it would its own `MinHash` objects. Candidates from the index are
 confirmed by the estimated Jaccard similarity (share of equal signature slots) >= threshold.
 
-Memory: the index holds, per kept row, its signature (num_perm x 4 bytes) and one bucket entry per LSH band,
-plus the 16-byte exact key; rows themselves stay on disk.
+Memory: the index holds, per kept row, its signature (num_perm x 4 bytes) and one bucket entry per LSH band
+(datasketch's dict storage: ~300 bytes each), plus the exact key; rows themselves stay on disk.
 """
 
 from __future__ import annotations

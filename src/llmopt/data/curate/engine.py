@@ -5,7 +5,8 @@ Pass 1 writes one decision file per chunk of train rows (`work/pass1-NNNNNN.json
 the rows it kept in a .npy beside it), atomically; after a kill, a rerun replays the finished chunks into the
 index instead of computing them again. Pass 2 streams those files into the outputs. In memory: the exact-key
 table, the LSH index and signatures of kept rows, their ids and labels, and label counts of duplicate
-clusters; never the rows.
+clusters; never the rows. Measured: ~10 KB per kept train/dev/test row at the defaults (num_perm 128, 30 LSH
+bands), so 1M kept rows need ~10 GB; `metrics.dedup.index_bytes_estimate` gives the figure for a run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from llmopt import faults
 from llmopt.data.curate.dedup import MinHasher, NearIndex, dedup_key, exact_hash
 from llmopt.data.curate.filters import first_failure
-from llmopt.data.curate.io import AtomicLines, iter_rows
+from llmopt.data.curate.rows import AtomicLines, iter_rows
 from llmopt.data.curate.normalize import normalize
 from llmopt.errors import DataError
 from llmopt.fsutil import atomic_write_bytes, read_json, read_jsonl
@@ -309,6 +310,8 @@ def curate_artifact(src: Path, out: Path, work: Path, cfg: Any) -> dict[str, Any
 
 
 def _bytes_per_row(cur: Curator) -> int:
-    """Rough in-memory cost of one indexed row: signature, one LSH bucket entry per band, exact key, id, label."""
+    """In-memory cost of one indexed row, calibrated with tracemalloc (bench/data.py `curate_memory`): its signature
+    (x1.5 for the doubling array), ~300 bytes per LSH band (datasketch keeps a bytes key and a set per bucket),
+    and ~250 bytes of exact key, id and label."""
     near = cur.train.near
-    return (near.hasher.cfg.num_perm * 4 + near.bands * 120 if near else 0) + 250
+    return (int(near.hasher.cfg.num_perm * 4 * 1.5) + near.bands * 300 if near else 0) + 250
