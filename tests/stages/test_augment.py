@@ -153,6 +153,19 @@ def test_backtranslation_through_the_stage_with_a_failing_batch_keeps_the_other_
     assert all(r["text"].endswith(" indeed") for r in read_jsonl(ctx.out_dir / "transfer.jsonl"))
 
 
+def test_backtranslation_with_a_local_marian_pair_through_the_stage(tmp_path):
+    from llmopt.stages.augment import AugmentConfig, run
+    from tests.data.test_augment import _tiny_marian
+
+    fw, bw = _tiny_marian(tmp_path / "en-xx", 1), _tiny_marian(tmp_path / "xx-en", 2)
+    data = _data_stage(tmp_path)
+    ctx = _ctx(tmp_path, "01-augment", {"data": data})
+    m = run(AugmentConfig(id="augment", ops=["backtranslate"], translator={
+        "kind": "marian", "forward": str(fw), "backward": str(bw), "batch_rows": 16, "max_new_tokens": 6}), ctx).metrics
+    assert m["translator"] == "marian en-xx|xx-en" and m["generated"]["backtranslate"] == 40
+    assert m["failed_batches"] == [] and m["kept"]["backtranslate"] + sum(m["dropped"].values()) == 40
+
+
 @pytest.mark.parametrize("bad, match", [
     ({"ops": ["backtranslate"]}, "needs a `translator:`"),
     ({"ops": ["swap"], "translator": {"kind": "apertium"}}, "needs a `translator:`"),

@@ -93,8 +93,14 @@ def run(cfg: AugmentConfig, ctx: StageContext) -> StageResult:
         from llmopt.data.augment.backtranslate import Apertium, Marian
 
         t = cfg.translator
-        translator = (Apertium(t.forward, t.backward) if t.kind == "apertium"
-                      else Marian(ctx.model_dir(t.forward), ctx.model_dir(t.backward), t.max_new_tokens))
+        if t.kind == "apertium":
+            translator = Apertium(t.forward, t.backward)
+        else:  # opus-mt folders hold source.spm/target.spm, not the tokenizer files ctx.model_dir asks for
+            from llmopt.models import check_model_dir, resolve_model_ref
+
+            fw, bw = (check_model_dir(resolve_model_ref(model_ref_str(r), ctx.stage_dirs), need_tokenizer=False,
+                                      allow_pickle=ctx.allow_pickle) for r in (t.forward, t.backward))
+            translator = Marian(fw, bw, t.max_new_tokens, allow_pickle=ctx.allow_pickle)
 
     def make(rows: list[dict], first: int) -> dict:
         return generate_chunk(rows, first, list(cfg.ops), cfg.rate, cfg.copies, ctx.seed, synonyms, translator,

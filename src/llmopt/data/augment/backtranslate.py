@@ -68,7 +68,7 @@ class Apertium:
 class Marian:
     """Two local MarianMT folders (source→pivot, pivot→source), greedy decoding on CPU."""
 
-    def __init__(self, forward: Path, backward: Path, max_new_tokens: int = 128) -> None:
+    def __init__(self, forward: Path, backward: Path, max_new_tokens: int = 128, allow_pickle: bool = False) -> None:
         from transformers import AutoTokenizer, MarianMTModel
 
         self.name = f"marian {Path(forward).name}|{Path(backward).name}"
@@ -82,7 +82,8 @@ class Marian:
 
                 raise ModelError(f"marian translator {folder}: its tokenizer does not load ({e}); a MarianTokenizer "
                                  "needs `pip install sentencepiece`.") from e
-            model = MarianMTModel.from_pretrained(str(folder), use_safetensors=True).eval()
+            # safetensors only, unless --allow-pickle (then a pytorch_model.bin loads with weights_only=True)
+            model = MarianMTModel.from_pretrained(str(folder), use_safetensors=not allow_pickle or None).eval()
             self.models.append((tok, model))
 
     def _translate(self, tok: Any, model: Any, texts: list[str]) -> list[str]:
