@@ -6,8 +6,9 @@ A runner has `tokenizer` (the folder's Hugging Face tokenizer: every runtime get
 `continuation_logprobs(prompt_ids, continuations)` and `generate_timed(prompt_ids, n_new)`.
 
 `load_causal_runner(path, threads)` accepts
-- a transformers folder (fp32, eager; `llmopt_quant.json` {"format": "torchao", "scheme": ...} and
-  `llmopt_runtime.json` {"compile": bool, "static_cache": bool} honoured when present);
+- a transformers folder (fp32, eager; a torchao folder — `llmopt_quant.json` {"format": "torchao", ...} and
+  `quantization_config` in config.json — loads quantized; `llmopt_runtime.json` {"compile": bool,
+  "static_cache": bool} is honoured when present);
 - a GGUF folder (one *.gguf + `llmopt_quant.json` {"format": "gguf", ...} + tokenizer files) or a bare *.gguf file:
   run in llama.cpp through llama-cpp-python when it is installed, else dequantized in transformers and labelled
   "transformers (dequantized GGUF)" so nobody mistakes it for llama.cpp's speed.
@@ -69,6 +70,7 @@ class HFRunner:
     def __init__(self, model: Any, tokenizer: Any, runtime: str, threads: int, static_cache: bool = False) -> None:
         self.model, self.tokenizer, self.runtime, self.threads = model, tokenizer, runtime, threads
         self.static_cache = static_cache
+        self.compiled = False  # torch.compile'd forward: every prompt shape is warmed up before timing
 
     @property
     def params(self) -> int:
@@ -187,21 +189,6 @@ class LlamaCppRunner:
         return t1 - t0, time.perf_counter() - t1, new
 
 
-def _apply_torchao(model: Any, spec: dict[str, Any], where: Path) -> Any:
-    """Quantize a model loaded from fp32 weights as its llmopt_quant.json says (through the quantize helper)."""
-    try:
-        from llmopt.compression import torchao_quant
-    except ImportError:
-        raise ModelError(f"{where}: {QUANT_FILE} asks for torchao quantization, but llmopt.compression.torchao_quant "
-                         "is not available in this version of llmopt.") from None
-    for name in ("apply_torchao", "quantize_model", "apply", "quantize"):
-        fn = getattr(torchao_quant, name, None)
-        if callable(fn):
-            return fn(model, spec.get("scheme")) or model
-    raise ModelError(f"{where}: llmopt.compression.torchao_quant has no function to apply scheme "
-                     f"{spec.get('scheme')!r}.")
-
-
 def load_causal_runner(path: Path, threads: int, allow_pickle: bool = False, n_ctx: int = 2048) -> Any:
     """The runner for a causal model folder, GGUF folder or *.gguf file (see the module docstring)."""
     from llmopt.llm import check_gguf, load_causal_lm, load_chat_tokenizer
@@ -226,18 +213,21 @@ def load_causal_runner(path: Path, threads: int, allow_pickle: bool = False, n_c
     rt = _read_json(path / RUNTIME_FILE) if (path / RUNTIME_FILE).is_file() else {}
     runtime = "transformers fp32 eager"
     if quant.get("format") == "torchao":
-        cfg = getattr(model.config, "quantization_config", None)
-        if cfg is None:  # weights saved in fp32: quantize them now
-            model = _apply_torchao(model, quant, path)
+        if getattr(model.config, "quantization_config", None) is None:
+            raise ModelError(f"{path}: {QUANT_FILE} says torchao {quant.get('scheme')}, but config.json has no "
+                             "quantization_config, so the weights would load unquantized; run the quantize stage "
+                             "again to rewrite this folder.")
         runtime = f"transformers torchao {quant.get('scheme', '?')}"
     if rt.get("compile"):
         import torch
 
-        model.forward = torch.compile(model.forward)
-        runtime += " + compile"
+        model.forward = torch.compile(model.forward, dynamic=False)  # as quantize measured it (torchao_quant)
+        runtime = runtime.replace(" eager", "") + " + torch.compile"
     if rt.get("static_cache"):
         runtime += " + static cache"
-    return HFRunner(model, tok, runtime, threads, static_cache=bool(rt.get("static_cache")))
+    runner = HFRunner(model, tok, runtime, threads, static_cache=bool(rt.get("static_cache")))
+    runner.compiled = bool(rt.get("compile"))
+    return runner
 
 
 def _gguf_tokenizer(gguf: Path) -> Any:

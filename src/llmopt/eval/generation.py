@@ -79,8 +79,12 @@ def measure_generation(runner: Any, prompts: list[str], max_new_tokens: int = 12
     """Median prefill tokens/s (prompt tokens / time to the first new token) and median decode tokens/s (the
     other new tokens / their time, prefill excluded) over the prompts, greedy, exactly max_new_tokens each."""
     ids = [chat_ids(runner.tokenizer, p) for p in prompts]
-    for p in ids[:warmup]:
-        runner.generate_timed(p, min(max_new_tokens, 16))
+    if getattr(runner, "compiled", False):  # compile each shape (prompt length, cache length) before timing
+        warm = [(p, max_new_tokens) for p in ids]
+    else:
+        warm = [(p, min(max_new_tokens, 16)) for p in ids[:warmup]]
+    for p, n in warm:
+        runner.generate_timed(p, n)
     prefill, decode, runs = [], [], []
     for p in ids:
         t_pre, t_dec, new = runner.generate_timed(p, max_new_tokens)
@@ -93,7 +97,7 @@ def measure_generation(runner: Any, prompts: list[str], max_new_tokens: int = 12
     return {"prefill_tok_s": statistics.median(prefill), "decode_tok_s": statistics.median(decode) if decode else None,
             "prompts": len(ids), "new_tokens": max_new_tokens,
             "prompt_tokens_median": statistics.median(len(p) for p in ids),
-            "warmup": min(warmup, len(ids)), "runs": runs}
+            "warmup": len(warm), "runs": runs}
 
 
 # --- classification as instruction -------------------------------------------------------------------------------

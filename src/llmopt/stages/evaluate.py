@@ -367,9 +367,11 @@ def _causal_section(sid: str, m: dict, doc: Any) -> None:
     doc.h(2, f"Causal language models ({sid})")
     doc.p(f"Perplexity on {c['ppl_corpus']} (first {c['max_ppl_tokens'] or 'all'} tokens, windows of "
           f"{c['ppl_window']} tokens every {c['ppl_stride']}, token-weighted; 95% bootstrap interval over windows). "
-          f"Speed: {c['timing']}; {c['prompts']} prompts, {c['threads']} threads. Peak RSS: the evaluating process "
-          "while loading the model and scoring perplexity. A runtime 'transformers (dequantized GGUF)' measures the "
-          "GGUF's quality only: llama-cpp-python was not installed, so its speed is not llama.cpp's.")
+          f"Speed: {c['timing']}; {c['prompts']} prompts, {c['threads']} thread(s). Peak RSS: the evaluating "
+          "process while loading the model and scoring perplexity."
+          + (" A runtime 'transformers (dequantized GGUF)' measures the GGUF's quality only: llama-cpp-python was "
+             "not installed, so its speed is not llama.cpp's." if any("dequantized" in e["runtime"]
+                                                                       for e in c["models"].values()) else ""))
     head = ["model", "runtime", "perplexity [95% CI]", "tokens scored", "prefill tok/s", "decode tok/s",
             "peak RSS MB", "size MB"]
     rows = [[n, e["runtime"], f"{e['ppl']:.2f} [{e['ppl_ci'][0]:.2f}, {e['ppl_ci'][1]:.2f}]",
