@@ -107,6 +107,15 @@ def test_missing_apertium_says_how_to_install_it(monkeypatch):
         backtranslate.Apertium()
 
 
+@pytest.mark.skipif(shutil.which("apertium") is None, reason="apertium not installed")
+def test_an_apertium_pair_that_is_not_installed_is_refused_up_front():
+    from llmopt.data.augment.backtranslate import Apertium
+    from llmopt.errors import DataError
+
+    with pytest.raises(DataError, match=r"pair eng-xyz does not run .*apt-get install apertium-eng-spa"):
+        Apertium(forward="eng-xyz")
+
+
 class _Flaky:
     """Upper-cases texts; a batch holding 'BOOM' fails every time, one holding 'ONCE' fails the first time."""
 

@@ -43,6 +43,14 @@ class Apertium:
 
             raise DataError(f"back-translation with apertium: the `apertium` command is not on PATH; {APERTIUM_HINT}.")
         self.binary = binary
+        for pair in (forward, backward):  # a missing language pair fails here, once, not on every batch
+            try:
+                self._call(pair, "test\n")
+            except TranslationError as e:
+                from llmopt.errors import DataError
+
+                raise DataError(f"back-translation with apertium: pair {pair} does not run ({e}); {APERTIUM_HINT} "
+                                "(or the package of that pair).") from None
 
     def _call(self, pair: str, text: str) -> str:
         try:
@@ -51,8 +59,7 @@ class Apertium:
         except subprocess.TimeoutExpired as e:
             raise TranslationError(f"apertium {pair} timed out after {self.timeout_s:g} s") from e
         if p.returncode != 0:
-            hint = f"; {APERTIUM_HINT}" if "not" in p.stderr.lower() and "mode" in p.stderr.lower() else ""
-            raise TranslationError(f"apertium {pair} exited {p.returncode}: {p.stderr.strip()[:300]}{hint}")
+            raise TranslationError(f"apertium {pair} exited {p.returncode}: {' '.join(p.stderr.split())[:300]}")
         return p.stdout
 
     def round_trip(self, texts: list[str]) -> list[str]:
