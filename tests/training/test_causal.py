@@ -115,3 +115,26 @@ def test_trainable_parameters_of_lora_are_the_adapters(tiny_llama):
     lora = causal.trainable_parameters(causal.add_lora(base, 2, 4, 0.0, ["q_proj"]))
     # q_proj is 32x32 in 2 layers: A (2x32) + B (32x2) each
     assert lora["trainable_params"] == 2 * (2 * 32 + 32 * 2)
+
+
+def test_mean_nll_is_token_weighted_over_labelled_tokens(tiny_llama):
+    import math
+
+    import torch
+
+    from llmopt.llm import load_causal_lm
+
+    model = load_causal_lm(tiny_llama)
+    a = {"input_ids": [5, 6, 7, 8, 9], "attention_mask": [1] * 5, "labels": [IGNORE, IGNORE, 7, 8, 9]}
+    b = {"input_ids": [10, 11], "attention_mask": [1, 1], "labels": [10, 11]}
+    by_hand = []
+    with torch.no_grad():
+        for e in (a, b):  # Hugging Face's own loss of one example is the mean over its labelled next tokens
+            out = model(input_ids=torch.tensor([e["input_ids"]]), labels=torch.tensor([e["labels"]]))
+            n = sum(1 for x in e["labels"][1:] if x != IGNORE)
+            by_hand.append((float(out.loss) * n, n))
+    want = sum(s for s, _ in by_hand) / sum(n for _, n in by_hand)  # 3 tokens of a, 1 of b
+    got = causal.mean_nll(model, [a, b], pad_token_id=0, batch_size=2)  # padded together in one batch
+    assert got["tokens"] == 4
+    assert got["loss"] == pytest.approx(want, rel=1e-5) and got["perplexity"] == pytest.approx(math.exp(want), rel=1e-5)
+    assert not model.training

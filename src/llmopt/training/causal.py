@@ -177,3 +177,30 @@ def trainable_parameters(model: Any) -> dict[str, float]:
 def merge_lora(peft_model: Any) -> Any:
     """The base model with the LoRA updates folded into its weights (peft merge_and_unload)."""
     return peft_model.merge_and_unload()
+
+
+def mean_nll(model: Any, examples: list[dict], pad_token_id: int, batch_size: int = 8) -> dict[str, float]:
+    """Token-weighted mean negative log-likelihood of the labelled next tokens (labels != -100) over all examples,
+    and its perplexity exp(nll). The Trainer's eval_loss is instead a mean of per-batch means."""
+    import math
+
+    import torch
+
+    collate = CausalCollator(pad_token_id)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        with torch.no_grad():
+            for s in range(0, len(examples), batch_size):
+                batch = collate(examples[s:s + batch_size])
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                target = batch["labels"][:, 1:]
+                nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                                                        target.reshape(-1), ignore_index=IGNORE, reduction="sum")
+                total += float(nll)
+                count += int((target != IGNORE).sum())
+    finally:
+        model.train(was_training)
+    loss = total / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(loss) if loss < 50 else float("inf"), "tokens": count}

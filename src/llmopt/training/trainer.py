@@ -1,7 +1,10 @@
-"""The one trainer: a Hugging Face Trainer for sequence classification whose loss is `kd_loss`.
+"""The one trainer. `_run_trainer` is the shared core (TrainingArguments from the training block, log /
+checksum / progress callbacks, early stopping, resume, the reported metrics); two entry points use it:
 
-With no teacher logits it is plain cross-entropy fine-tuning (the finetune stage); with them, knowledge
-distillation (distill, prune's recovery, search). Every training stage calls `train_classifier`.
+- `train_classifier`: sequence classification whose loss is `kd_loss` — plain cross-entropy with no teacher
+  logits (finetune), knowledge distillation with them (distill, prune's recovery, search);
+- `train_causal_lm`: next-token loss on labelled tokens (finetune task causal_lm / sft, full or LoRA),
+  early stopping on held-out loss.
 """
 
 from __future__ import annotations
@@ -285,42 +288,41 @@ def train_causal_lm(
     """Train a causal LM (full or peft-wrapped) on tokenized examples (input_ids/attention_mask/labels, -100 =
     no loss), evaluate on dev each epoch, early-stop and keep the checkpoint with the lowest dev loss.
 
-    The metrics add `dev_loss_before` (dev loss of the starting model, measured once and kept in
-    work_dir/initial_eval.json so a resumed run reports the same), `dev_loss`, `dev_perplexity` = exp(dev_loss)
-    of the best checkpoint (the Trainer's eval loss: the mean over eval batches of their token-mean loss).
+    The metrics add `dev_loss_before` (the starting model's, measured once and kept in work_dir/initial_eval.json
+    so a resumed run reports the same) and `dev_loss` of the best checkpoint: token-weighted mean NLL of the dev
+    labels (`causal.mean_nll`), with `dev_perplexity` = exp(dev_loss). Early stopping compares the Trainer's
+    eval_loss (a mean of per-batch means).
     """
-    import math
-
     from datasets import Dataset
     from transformers import Trainer
 
     from llmopt.fsutil import atomic_write_json, read_json
-    from llmopt.training.causal import CausalCollator
+    from llmopt.training.causal import CausalCollator, mean_nll
 
     work_dir = Path(work_dir)
     initial = work_dir / "initial_eval.json"
+    pad = tokenizer.pad_token_id
 
     def before(trainer: Any) -> None:
         if not initial.is_file():
-            atomic_write_json(initial, {"dev_loss": float(trainer.evaluate()["eval_loss"])})
+            atomic_write_json(initial, mean_nll(trainer.model, dev_dataset, pad, cfg.eval_batch_size))
 
     cols = ("input_ids", "attention_mask", "labels")
     trainer, metrics = _run_trainer(
         Trainer, model, tokenizer,
         train_dataset=Dataset.from_dict({c: [e[c] for e in train_dataset] for c in cols}),
         eval_dataset=Dataset.from_dict({c: [e[c] for e in dev_dataset] for c in cols}),
-        collator=CausalCollator(tokenizer.pad_token_id), cfg=cfg, seed=seed, work_dir=work_dir,
+        collator=CausalCollator(pad), cfg=cfg, seed=seed, work_dir=work_dir,
         resume_from=resume_from, callbacks=callbacks, keep_best=True, metric="loss", before_train=before,
     )
-    evals = [h for h in metrics["history"] if "eval_loss" in h]
-    best = next((h for h in evals if h.get("step") == trainer.state.best_global_step), evals[-1] if evals else {})
-    dev_loss = best.get("eval_loss")
-    before_loss = read_json(initial)["dev_loss"] if initial.is_file() else None
+    start = read_json(initial)
+    end = mean_nll(trainer.model, dev_dataset, pad, cfg.eval_batch_size)  # the best checkpoint, loaded at the end
     return TrainOutcome(trainer, {
         **metrics,
-        "dev_loss_before": before_loss,
-        "dev_perplexity_before": math.exp(before_loss) if before_loss is not None and before_loss < 50 else None,
-        "dev_loss": dev_loss,
-        "dev_perplexity": math.exp(dev_loss) if dev_loss is not None and dev_loss < 50 else None,
+        "dev_loss_before": start["loss"],
+        "dev_perplexity_before": start["perplexity"],
+        "dev_loss": end["loss"],
+        "dev_perplexity": end["perplexity"],
+        "dev_loss_tokens": end["tokens"],
         "best_step": trainer.state.best_global_step,
     })
