@@ -213,3 +213,25 @@ def test_llama_cpp_loads_and_generates(exports: dict[str, Path], tiny_llama: Pat
     for qt in ("Q8_0", "Q4_1"):
         q = llama_cpp.Llama(str(exports[qt]), n_ctx=128, verbose=False, n_threads=1)
         assert q(TEXT, max_tokens=4, temperature=0.0)["usage"]["completion_tokens"] >= 1
+
+
+def test_llama_cpp_quantizer_matches_ours(exports: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (optional extra); llama.cpp's own "
+                        "quantizer cannot be compared")
+    import gguf
+
+    from llmopt.compression.gguf_export import llama_cpp_quantize
+
+    theirs_path = tmp_path / "llama-cpp.Q4_1.gguf"
+    info = llama_cpp_quantize(exports["F32"], theirs_path, "Q4_1")
+    assert info["bytes"] == theirs_path.stat().st_size < exports["F32"].stat().st_size
+    assert [p.name for p in tmp_path.iterdir()] == [theirs_path.name]  # no temp file left
+    ours = {t.name: t for t in gguf.GGUFReader(str(exports["Q4_1"])).tensors}
+    same = 0
+    for t in gguf.GGUFReader(str(theirs_path)).tensors:
+        if t.tensor_type.name == "Q4_1" and ours[t.name].tensor_type.name == "Q4_1":
+            a = gguf.quants.dequantize(t.data, t.tensor_type)
+            b = gguf.quants.dequantize(ours[t.name].data, ours[t.name].tensor_type)
+            assert float(np.abs(a - b).max()) <= 1e-3 * float(np.abs(a).max()), t.name
+            same += 1
+    assert same >= 14  # every projection matrix is Q4_1 in both files
