@@ -76,8 +76,8 @@ def chat_ids(tokenizer: Any, user_text: str) -> list[int]:
 
 
 def measure_generation(runner: Any, prompts: list[str], max_new_tokens: int = 128, warmup: int = 2) -> dict[str, Any]:
-    """Median prefill tokens/s (prompt tokens / time to the first new token) and median decode tokens/s (the
-    other new tokens / their time, prefill excluded) over the prompts, greedy, exactly max_new_tokens each."""
+    """Median prefill tokens/s (prompt tokens / time of the prefill forward) and median decode tokens/s (the new
+    tokens after the first / their time, prefill excluded) over the prompts, greedy, exactly max_new_tokens each."""
     ids = [chat_ids(runner.tokenizer, p) for p in prompts]
     if getattr(runner, "compiled", False):  # compile each shape (prompt length, cache length) before timing
         warm = [(p, max_new_tokens) for p in ids]

@@ -196,8 +196,8 @@ def _run_causal(cfg: EvaluateConfig, ctx: StageContext, refs: list, folders: dic
         "split": cfg.split if classify_rows else None, "labels": labels,
         "n": len(classify_rows[1]) if classify_rows else None,
         "timing": (f"batch 1, greedy, exactly {cfg.max_new_tokens} new tokens per prompt (EOS ignored), after "
-                   f"{cfg.generation_warmup} warm-up generations; prefill = prompt tokens / time to the first new "
-                   "token, decode = the other new tokens / their time; medians over the prompts"),
+                   f"{cfg.generation_warmup} warm-up generations; prefill = prompt tokens / time of the prefill "
+                   "forward, decode = the new tokens after the first / their time; medians over the prompts"),
         "models": models,
     }
 
