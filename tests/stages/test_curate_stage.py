@@ -134,6 +134,7 @@ def test_kill_during_curate_resumes_with_nothing_lost(tmp_path, tiny_bert):
     assert any(e["stage"] == "curate" and e["action"] == "resumed" for e in events(run_dir))
     m = json.loads((_stage(run_dir, "curate") / "metrics.json").read_text())
     assert m["chunks_reused"] == 2 and m["chunks"] == 5
+    assert not (_stage(run_dir, "curate") / "work").exists()  # removed once the outputs were complete
     ref_dir = next((tmp_path / "ref").glob("*/*"))
     ref_m = json.loads((_stage(ref_dir, "curate") / "metrics.json").read_text())
     assert m["dropped"] == ref_m["dropped"] and m["rows_out"] == ref_m["rows_out"]

@@ -28,9 +28,13 @@ class CurateConfig(StageConfig):
 def run(cfg: CurateConfig, ctx: StageContext) -> StageResult:
     """Curate `cfg.data`'s artifact into artifacts/ (train/dev/test.jsonl, labels.json, dropped.jsonl,
     changed.jsonl, conflicts.jsonl, and review_items.jsonl under the review policy)."""
+    import shutil
+
     from llmopt.data.curate.engine import curate_artifact
 
-    metrics = curate_artifact(ctx.artifacts_of(cfg.data), ctx.out_dir, ctx.stage_dir / "work", cfg)
+    work = ctx.stage_dir / "work"  # per-chunk decisions: what a rerun after a kill replays
+    metrics = curate_artifact(ctx.artifacts_of(cfg.data), ctx.out_dir, work, cfg)
+    shutil.rmtree(work, ignore_errors=True)  # the outputs are complete; the decisions are a copy of the data
     return StageResult({"source_stage": cfg.data, **metrics})
 
 
