@@ -259,8 +259,8 @@ def dedup_compare(repeats: int) -> dict:
             index.add(len(reps) - 1, sig)
         return cl
 
-    def run_datasketch():
-        lsh = MinHashLSH(threshold=dcfg.threshold, num_perm=dcfg.num_perm, weights=LSH_WEIGHTS)
+    def run_datasketch(weights=LSH_WEIGHTS):
+        lsh = MinHashLSH(threshold=dcfg.threshold, num_perm=dcfg.num_perm, weights=weights)
         shingled = [[k[j:j + dcfg.shingle].encode("utf-8") for j in range(max(1, len(k) - dcfg.shingle + 1))]
                     for k in keys]
         mhs = MinHash.bulk(shingled, num_perm=dcfg.num_perm, seed=dcfg.seed)
@@ -292,7 +292,8 @@ def dedup_compare(repeats: int) -> dict:
                       "key": "canonical text after llmopt's normalizers",
                       "datasketch": "MinHash.bulk (sha1 of each shingle) + MinHashLSH query/insert, no Jaccard check",
                       "llmopt": "numpy batch signatures + MinHashLSH + estimated-Jaccard check of candidates"}}
-    for name, fn in (("llmopt", run_llmopt), ("datasketch", run_datasketch), ("exact", run_exact)):
+    for name, fn in (("llmopt", run_llmopt), ("datasketch", run_datasketch), ("exact", run_exact),
+                     ("datasketch_default_weights", lambda: run_datasketch((0.5, 0.5)))):
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -423,7 +424,9 @@ def main() -> None:
         print(f"near-dup ({dd['rows']} rows): llmopt {dd['llmopt_rows_per_s']:.0f} rows/s P {dd['llmopt_pair_precision']} "
               f"R {dd['llmopt_pair_recall']}; datasketch {dd['datasketch_rows_per_s']:.0f} rows/s "
               f"P {dd['datasketch_pair_precision']} R {dd['datasketch_pair_recall']}; exact-only "
-              f"{dd['exact_rows_per_s']:.0f} rows/s P {dd['exact_pair_precision']} R {dd['exact_pair_recall']}")
+              f"{dd['exact_rows_per_s']:.0f} rows/s P {dd['exact_pair_precision']} R {dd['exact_pair_recall']}; "
+              f"datasketch with its default band weights {dd['datasketch_default_weights_rows_per_s']:.0f} rows/s "
+              f"P {dd['datasketch_default_weights_pair_precision']} R {dd['datasketch_default_weights_pair_recall']}")
         res["curate_memory"] = mem = curate_memory(work, (2000, 6000) if args.quick else (5000, 20000))
         print(f"memory per indexed row (tracemalloc slope): {mem['bytes_per_indexed_row']:,} bytes")
         res["real_corpus"] = rc = real_corpus(work, 1990 if args.quick else 0)
