@@ -19,8 +19,8 @@ export MPLBACKEND := Agg
 
 .PHONY: demo test test-fast bench install clean system-packages llamacpp
 
-# WordNet (EDA synonyms) and apertium English<->Spanish (back-translation) come from Debian
-SYSTEM_PKGS := wordnet-base apertium-eng-spa
+# WordNet (EDA synonyms), apertium English<->Spanish (back-translation) and chromium (the review page's browser test) come from Debian
+SYSTEM_PKGS := wordnet-base apertium-eng-spa chromium
 
 install: system-packages $(STAMP)
 

@@ -132,6 +132,30 @@ def cmd_report(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(ns: argparse.Namespace) -> int:
+    from llmopt.review.server import ReviewSession, serve
+
+    if ns.folds < 2:
+        raise LlmoptError(f"--folds {ns.folds}: out-of-fold probabilities need at least 2 folds.")
+    run_dir = _find_run(Path(ns.run_dir))
+    session = ReviewSession(run_dir, reviewer=ns.reviewer, train_stage=ns.train_stage, method=ns.labelcheck,
+                            folds=ns.folds)
+    if ns.export is not None:
+        from llmopt.review.export import export
+
+        c = export(session, Path(ns.export) if ns.export else None)
+        s = session.summary()
+        print(f"review: {s['reviewed']} of {s['items']} items reviewed ({s['labels_changed']} relabelled, "
+              f"{s['texts_edited']} edited, {s['rejected']} rejected)")
+        if "train_rows" in c:
+            print(f"{c['out']}/train.jsonl: {c['train_rows']} rows of stage '{c['train_stage']}' "
+                  f"({c['train_changed']} changed, {c['train_dropped']} dropped); dev/test.jsonl, labels.json")
+        print(f"{c['out']}/reviewed.jsonl: {c['reviewed_rows']} rows; sft.jsonl: {c['sft_rows']} edited drafts")
+        return 0
+    serve(session, port=ns.port, open_browser=ns.open)
+    return 0
+
+
 def _find_run(path: Path) -> Path:
     """A run directory, or the latest run in a folder of runs (runs/<name>/) — saying so."""
     from llmopt.errors import RunDirError
@@ -180,6 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild the report of a run directory")
     rep.add_argument("run_dir", help="a run directory, or runs/<name>/ for its latest run")
     rep.set_defaults(fn=cmd_report)
+    rv = sub.add_parser("review", help="review doubtful labels, wrong predictions, conflicts and drafts in a local page")
+    rv.add_argument("run_dir", help="a run directory, or runs/<name>/ for its latest run")
+    rv.add_argument("--export", nargs="?", const="", default=None, metavar="OUT",
+                    help="write the reviewed data (default OUT: RUN_DIR/review/export/) instead of serving the page")
+    rv.add_argument("--reviewer", default="reviewer", help="name stored with each decision (the page can change it)")
+    rv.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    rv.add_argument("--open", action="store_true", help="open the page in the default browser")
+    rv.add_argument("--train-stage", default=None, metavar="ID",
+                    help="the stage whose train split is checked for label errors (default: the fine-tune's data)")
+    rv.add_argument("--labelcheck", choices=["tfidf", "minilm", "none"], default="tfidf",
+                    help="out-of-fold model for the label-error ranking (default: TF-IDF + logistic regression)")
+    rv.add_argument("--folds", type=int, default=5, help="folds for the out-of-fold probabilities")
+    rv.set_defaults(fn=cmd_review)
     return p
 
 

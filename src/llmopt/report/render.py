@@ -213,6 +213,10 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     doc.p(f"Run directory: {run_dir}. Every figure below is read from the stages' metrics.json files.")
     for sid, stype, m in stages:
         STAGES[stype].section(sid, m, doc)
+    if (run_dir / "review" / "summary.json").is_file():  # written by `llmopt review` as decisions are made
+        from llmopt.review.report import section as review_section
+
+        review_section(read_json(run_dir / "review" / "summary.json"), doc)
 
     doc.h(2, "Provenance")
     rows = [["created", str(manifest.get("created"))], ["git sha", str(manifest.get("git_sha"))],
