@@ -57,8 +57,8 @@ async function load(offset, focusFirstTodo) {
   state.offset = offset;
   state.cur = 0;
   if (focusFirstTodo && data.first_todo !== null) state.cur = Math.max(0, data.first_todo - offset);
+  await progress();
   render();
-  progress();
 }
 
 async function progress() {
