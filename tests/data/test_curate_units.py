@@ -95,3 +95,31 @@ def test_near_index_finds_a_planted_near_duplicate_and_not_an_unrelated_row():
     found = idx.best(sn)
     assert found is not None and found[0] == 0 and found[1] >= 0.7
     assert idx.best(so) is None
+
+
+def test_compact_lsh_finds_what_datasketch_minhashlsh_finds():
+    """Same bands and rows as datasketch's MinHashLSH; over several buffer flushes and run merges the candidates
+    of every query equal datasketch's (a hash collision could only add one)."""
+    from datasketch import LeanMinHash, MinHashLSH
+
+    from llmopt.data.curate.dedup import CompactLSH
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**32, size=(300, 128), dtype=np.uint64).astype(np.uint32)
+    near = base.copy()
+    near[:, rng.choice(128, 40, replace=False)] = rng.integers(0, 2**32, size=(300, 40), dtype=np.uint64)
+    ours = CompactLSH(0.5, 128, (0.2, 0.8), buffer_rows=16)
+    theirs = MinHashLSH(threshold=0.5, num_perm=128, weights=(0.2, 0.8))
+    assert (ours.b, ours.r) == (theirs.b, theirs.r)
+    for k, sig in enumerate(base):
+        ours.insert(k, sig)
+        theirs.insert(k, LeanMinHash(seed=1, hashvalues=sig, scheme="affine32"))
+    assert len(ours.runs) > 1  # runs were flushed and merged
+    hits = 0
+    for k, sig in enumerate(near):
+        expected = set(theirs.query(LeanMinHash(seed=1, hashvalues=sig, scheme="affine32")))
+        assert ours.query(sig) == expected
+        hits += k in expected
+    assert hits > 250
+    flushed = sum(len(h) for h, _ in ours.runs) // ours.b
+    assert flushed == 288 and sum(h.nbytes + k.nbytes for h, k in ours.runs) == 12 * ours.b * flushed

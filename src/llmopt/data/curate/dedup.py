@@ -1,12 +1,14 @@
 """Exact and near-duplicate detection: a hash of the dedup key, and MinHash signatures in an LSH index.
 
 Signatures use datasketch's own permutations and scheme (affine32), computed for a whole batch of rows with
-numpy (shingles hashed by a rolling polynomial, then one (shingles x num_perm) product and a min per row),
-so `datasketch.MinHashLSH` indexes them as it would its own `MinHash` objects. Candidates from the index are
-confirmed by the estimated Jaccard similarity (share of equal signature slots) >= threshold.
+numpy (shingles hashed by a rolling polynomial, then one (num_perm x shingles) product and a min per row): the
+same values datasketch's MinHash gives for the same shingle hashes. The LSH bands and rows are datasketch's
+choice for (threshold, num_perm, weights); the buckets are `CompactLSH`'s sorted arrays rather than
+MinHashLSH's dict of sets (12 instead of ~300 bytes per band entry: what bounds memory on a large corpus).
+Candidates are confirmed by the estimated Jaccard similarity (share of equal signature slots) >= threshold.
 
-Memory: the index holds, per kept row, its signature (num_perm x 4 bytes) and one bucket entry per LSH band
-(datasketch's dict storage: ~300 bytes each), plus the exact key; rows themselves stay on disk.
+Memory: per kept row its signature (num_perm x 4 bytes), one 12-byte entry per band, the exact key, id and
+label; rows themselves stay on disk.
 """
 
 from __future__ import annotations
@@ -103,32 +105,78 @@ class MinHasher:
         for (i, _), sig in zip(pending, sigs):
             out[i] = sig
 
-    def lean(self, sig: np.ndarray) -> "_Sketch":
-        return _Sketch(sig, self.scheme)
+class CompactLSH:
+    """Banded LSH with datasketch's band/row choice (`_optimal_param`) whose buckets are sorted numpy runs: 12
+    bytes per band entry (uint64 band hash + int32 key) where MinHashLSH's dict-of-sets storage takes ~300.
 
+    Inserts go to a small dict buffer; every `buffer_rows` rows it becomes a sorted run, and runs of similar size
+    are merged (log-structured), so a query is a dict lookup plus one searchsorted per run. A band hash is a
+    multiply-add hash of the band's r values; a rare collision only adds a candidate, which the estimated
+    Jaccard check in NearIndex then rejects."""
 
-class _Sketch:
-    """What MinHashLSH reads of a MinHash (hashvalues, scheme, len): building a LeanMinHash per row costs more
-    than the index lookup itself."""
+    def __init__(self, threshold: float, num_perm: int, weights: tuple[float, float] = (0.5, 0.5),
+                 buffer_rows: int = 2048):
+        from datasketch.lsh import _optimal_param
 
-    __slots__ = ("hashvalues", "scheme")
+        self.b, self.r = _optimal_param(threshold, num_perm, *weights)
+        rng = np.random.RandomState(20231)
+        self.mult = rng.randint(1, 2**62, size=self.r, dtype=np.int64).astype(np.uint64) * np.uint64(2) + np.uint64(1)
+        self.salt = rng.randint(0, 2**62, size=self.b, dtype=np.int64).astype(np.uint64)
+        self.buffer_rows = buffer_rows
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._buf: dict[int, list[int]] = {}
+        self._buf_h: list[np.ndarray] = []
+        self._buf_k: list[int] = []
 
-    def __init__(self, hashvalues: np.ndarray, scheme: str):
-        self.hashvalues, self.scheme = hashvalues, scheme
+    def band_hashes(self, sig: np.ndarray) -> np.ndarray:
+        bands = sig[: self.b * self.r].reshape(self.b, self.r).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            return (bands * self.mult[None, :]).sum(axis=1, dtype=np.uint64) ^ self.salt
 
-    def __len__(self) -> int:
-        return len(self.hashvalues)
+    def insert(self, key: int, sig: np.ndarray) -> None:
+        h = self.band_hashes(sig)
+        for x in h.tolist():
+            self._buf.setdefault(x, []).append(key)
+        self._buf_h.append(h)
+        self._buf_k.append(key)
+        if len(self._buf_k) >= self.buffer_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        hs = np.concatenate(self._buf_h)
+        ks = np.repeat(np.asarray(self._buf_k, dtype=np.int32), self.b)
+        order = np.argsort(hs, kind="stable")
+        self.runs.append((hs[order], ks[order]))
+        self._buf, self._buf_h, self._buf_k = {}, [], []
+        while len(self.runs) >= 2 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
+            (h1, k1), (h2, k2) = self.runs.pop(-2), self.runs.pop()
+            hs, ks = np.concatenate([h1, h2]), np.concatenate([k1, k2])
+            order = np.argsort(hs, kind="stable")
+            self.runs.append((hs[order], ks[order]))
+
+    def query(self, sig: np.ndarray) -> set[int]:
+        h = self.band_hashes(sig)
+        found: set[int] = set()
+        for x in h.tolist():
+            if x in self._buf:
+                found.update(self._buf[x])
+        for hs, ks in self.runs:
+            lo, hi = np.searchsorted(hs, h, "left"), np.searchsorted(hs, h, "right")
+            for a, b in zip(lo[hi > lo].tolist(), hi[hi > lo].tolist()):
+                found.update(ks[a:b].tolist())
+        return found
+
+    def nbytes(self) -> int:
+        return sum(h.nbytes + k.nbytes for h, k in self.runs) + len(self._buf_k) * self.b * 100
 
 
 class NearIndex:
-    """MinHashLSH over signatures added under integer keys; `best` returns the most similar added row."""
+    """An LSH index over signatures added under integer keys; `best` returns the most similar added row."""
 
     def __init__(self, hasher: MinHasher, threshold: float):
-        from datasketch import MinHashLSH
-
         self.hasher, self.threshold = hasher, threshold
         # bands tuned to miss fewer true pairs (the estimated Jaccard check below keeps precision)
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=hasher.cfg.num_perm, weights=LSH_WEIGHTS)
+        self.lsh = CompactLSH(threshold, hasher.cfg.num_perm, LSH_WEIGHTS)
         self.bands = self.lsh.b
         self._sigs = np.zeros((1024, hasher.cfg.num_perm), dtype=np.uint32)
 
@@ -136,11 +184,11 @@ class NearIndex:
         while key >= len(self._sigs):
             self._sigs = np.concatenate([self._sigs, np.zeros_like(self._sigs)])
         self._sigs[key] = sig
-        self.lsh.insert(key, self.hasher.lean(sig), check_duplication=False)
+        self.lsh.insert(key, sig)
 
     def best(self, sig: np.ndarray) -> tuple[int, float] | None:
         """(key, estimated Jaccard) of the most similar added row at or above the threshold; ties: lowest key."""
-        cands = self.lsh.query(self.hasher.lean(sig))
+        cands = self.lsh.query(sig)
         if not cands:
             return None
         idx = np.array(sorted(cands))

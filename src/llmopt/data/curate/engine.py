@@ -5,8 +5,8 @@ Pass 1 writes one decision file per chunk of train rows (`work/pass1-NNNNNN.json
 the rows it kept in a .npy beside it), atomically; after a kill, a rerun replays the finished chunks into the
 index instead of computing them again. Pass 2 streams those files into the outputs. In memory: the exact-key
 table, the LSH index and signatures of kept rows, their ids and labels, and label counts of duplicate
-clusters; never the rows. Measured: ~10 KB per kept train/dev/test row at the defaults (num_perm 128, 30 LSH
-bands), so 1M kept rows need ~10 GB; `metrics.dedup.index_bytes_estimate` gives the figure for a run.
+clusters; never the rows. `metrics.dedup.index_bytes_estimate` gives the figure for a run (bench/data.py
+measures it: `curate_memory`).
 """
 
 from __future__ import annotations
@@ -310,8 +310,8 @@ def curate_artifact(src: Path, out: Path, work: Path, cfg: Any) -> dict[str, Any
 
 
 def _bytes_per_row(cur: Curator) -> int:
-    """In-memory cost of one indexed row, calibrated with tracemalloc (bench/data.py `curate_memory`): its signature
-    (x1.5 for the doubling array), ~300 bytes per LSH band (datasketch keeps a bytes key and a set per bucket),
-    and ~250 bytes of exact key, id and label."""
+    """In-memory cost of one indexed row, checked with tracemalloc (bench/data.py `curate_memory`): its signature
+    (x1.5 for the doubling array), 12 bytes per LSH band entry (up to 48 at the peak of a run merge: both runs,
+    the merged copy and argsort's indices), ~250 bytes of exact key, id and label."""
     near = cur.train.near
-    return (int(near.hasher.cfg.num_perm * 4 * 1.5) + near.bands * 300 if near else 0) + 250
+    return (int(near.hasher.cfg.num_perm * 4 * 1.5) + near.bands * 48 if near else 0) + 250
