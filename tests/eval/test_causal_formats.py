@@ -102,3 +102,16 @@ def test_instruction_from_model_folder_is_used(tiny_llama: Path, tmp_path: Path)
     c = e["classification"]
     assert c["instruction_from"] == "model folder" and c["label_words"] == {"a": "yes", "b": "no"} and c["n"] == 3
     assert np.isclose(c["accuracy"], np.mean(np.diag(np.asarray(c["confusion_matrix"]))[:2].sum() / 3))
+
+
+def test_runtime_file_static_cache_is_honoured(tiny_llama: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "rt"
+    shutil.copytree(tiny_llama, folder)
+    (folder / "llmopt_runtime.json").write_text('{"compile": false, "static_cache": true}')
+    r = load_causal_runner(folder, threads=1)
+    assert r.runtime == "transformers fp32 eager + static cache" and r.static_cache and not r.compiled
+    ids = r.tokenizer("a short prompt")["input_ids"]
+    eager = load_causal_runner(tiny_llama, threads=1)
+    assert r.generate_timed(ids, 5)[2] == eager.generate_timed(ids, 5)[2]  # same greedy tokens either way

@@ -228,7 +228,8 @@ def load_causal_runner(path: Path, threads: int, allow_pickle: bool = False, n_c
     if rt.get("compile"):
         import torch
 
-        model.forward = torch.compile(model.forward, dynamic=False)  # as quantize measured it (torchao_quant)
+        # automatic dynamic shapes: prompts of many lengths compile a few graphs, not one per length
+        model.forward = torch.compile(model.forward)
         runtime = runtime.replace(" eager", "") + " + torch.compile"
     if rt.get("static_cache"):
         runtime += " + static cache"
