@@ -240,10 +240,10 @@ def decode_vs_perplexity(models: dict[str, dict]) -> str:
         xs = [m["decode_tok_s"] for m in pts.values()]
         ax.set_xlim(min(xs) / 1.5, max(xs) * 1.8)
         ax.set_xscale("log")
-        from matplotlib.ticker import FuncFormatter, NullFormatter
+        from matplotlib.ticker import FuncFormatter
 
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 20, 50, 100 — not 2×10¹
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
     ax.set_xlabel("decode tokens/s at batch 1 (log scale; right is faster)")
     ax.set_ylabel("perplexity with 95% CI (lower is better)")
     ax.set_title("Speed vs perplexity (marker area ∝ size on disk; green: llama.cpp, blue: transformers, "
