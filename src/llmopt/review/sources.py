@@ -233,12 +233,15 @@ class ReviewFileSource:
 
 
 class LabelErrorSource:
-    """Train rows of the run's train stage that confident learning flags, most doubtful first."""
+    """Train rows of the run's train stage that confident learning flags, most doubtful first (with
+    flagged_only=False: every row in that order, as the benchmark reviews the top N%)."""
 
     name = "label_errors"
 
-    def __init__(self, method: str = "tfidf", folds: int = 5, seed: int = 0) -> None:
+    def __init__(self, method: str = "tfidf", folds: int = 5, seed: int = 0, flagged_only: bool = True,
+                 limit: int | None = MAX_LABEL_ERRORS) -> None:
         self.method, self.folds, self.seed = method, folds, seed
+        self.flagged_only, self.limit = flagged_only, limit
 
     def items(self, run: RunView) -> Iterator[ReviewItem]:
         from llmopt.review.labelcheck import check_stage
@@ -248,13 +251,14 @@ class LabelErrorSource:
         s = run.train_stage
         found = check_stage(run, s, self.method, self.folds, self.seed)
         rows = read_jsonl(s.artifacts / "train.jsonl")
-        for rank, (i, quality, pred, conf) in enumerate(found["issues"][:MAX_LABEL_ERRORS]):
+        ranked = [r for r in found["ranked"] if r[4] or not self.flagged_only]
+        for rank, (i, quality, pred, conf, flagged) in enumerate(ranked[:self.limit]):
             r = rows[i]
             yield ReviewItem(
                 id=f"{_safe(s.id)}.train.{i}", kind="label_error", text=str(r["text"]), stage=s.id,
                 source=run.rel(s.artifacts / "train.jsonl"), row=i, split="train", given_label=str(r["label"]),
                 model_label=pred, confidence=conf, score=2.0 - quality,
-                context={"rank": rank + 1, "label_quality": quality, "method": found["method"]})
+                context={"rank": rank + 1, "label_quality": quality, "flagged": flagged, "method": found["method"]})
 
 
 def default_sources(method: str = "tfidf", folds: int = 5, seed: int = 0) -> list[ItemSource]:
