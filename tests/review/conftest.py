@@ -18,11 +18,12 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-def _stage(run: Path, index: int, sid: str, stype: str, **config) -> Path:
+def _stage(run: Path, index: int, sid: str, stype: str, metrics: dict | None = None, **config) -> Path:
     d = run / "stages" / f"{index:02d}-{sid}"
     (d / "artifacts").mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps({"id": sid, "type": stype, **config}))
-    (d / "metrics.json").write_text("{}")
+    (d / "config.json").write_text(json.dumps({"id": sid, "type": stype, "config": {"id": sid, "type": stype,
+                                                                                   **config}}))
+    (d / "metrics.json").write_text(json.dumps(metrics or {}))
     (d / "DONE").write_text("")
     return d / "artifacts"
 
@@ -52,7 +53,8 @@ def build_run(root: Path) -> Path:
     _jsonl(g / "train.jsonl", [{"text": "a great film", "label": "positive", "source_id": 0, "op": "original"},
                                {"text": "a swell film", "label": "positive", "source_id": 0, "op": "synonym"},
                                {"text": "film great a", "label": "positive", "source_id": 0, "op": "swap"}])
-    e = _stage(run, 4, "evaluate", "evaluate", split="test")
+    e = _stage(run, 4, "evaluate", "evaluate", split="test", metrics={
+        "reference": "finetune", "models": {"finetune": {"kind": "model"}, "tfidf": {"kind": "baseline"}}})
     test = make_rows(10, seed=3)
     preds = []
     for i, r in enumerate(test):
@@ -62,7 +64,9 @@ def build_run(root: Path) -> Path:
         preds.append({"text": r["text"], "label": r["label"], "pred": pred, "confidence": conf,
                       "probs": {pred: conf, ("negative" if pred == "positive" else "positive"): 1 - conf}})
     preds[7]["text"] = XSS
-    _jsonl(e / "predictions" / "tfidf.jsonl", preds)
+    _jsonl(e / "predictions" / "finetune.jsonl", preds)
+    _jsonl(e / "predictions" / "tfidf.jsonl", [{**p, "pred": r["label"], "confidence": 0.7} if i != 2 else p
+                                                for i, (p, r) in enumerate(zip(preds, test))])
     _jsonl(e / "predictions" / "smollm.jsonl",
            [{"text": r["text"], "label": r["label"], "pred": None if i == 1 else r["label"],
              "answer": "I think it is mixed" if i == 1 else r["label"]} for i, r in enumerate(test)])

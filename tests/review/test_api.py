@@ -82,6 +82,11 @@ def test_items_list_filters_and_escaped_text(client):
     assert client.get("/api/items?status=maybe", headers=H).status_code == 422
     xss = next(it for it in all_items["items"] if it["text"] == XSS)  # JSON carries it verbatim, the page escapes
     assert xss["kind"] == "prediction"
+    preds = {it["row"]: it for it in all_items["items"] if it["kind"] == "prediction"}
+    assert preds[2]["context"]["models_wrong"] == "2 of 2" and preds[5]["context"]["models_wrong"] == "1 of 2"
+    assert preds[2]["score"] > preds[5]["score"]  # both models wrong: shown first
+    assert preds[5]["context"]["model"] == "finetune" and set(preds[5]["context"]["predictions"]) == {
+        "finetune", "tfidf"}
     page = client.get("/", headers=H).text
     assert "window.__xss" not in page  # item text never goes into the HTML the server sends
 
@@ -213,7 +218,7 @@ def test_a_killed_server_process_keeps_every_answered_decision(review_run):
                 except httpx.ConnectError:
                     time.sleep(0.1)
             assert c.get("/api/items").status_code == 200
-            for iid in ("evaluate.pred.tfidf.2", "evaluate.pred.tfidf.5", "curate.label_conflict.0"):
+            for iid in ("evaluate.pred.2", "evaluate.pred.5", "curate.label_conflict.0"):
                 assert c.post("/api/decisions", json={"item_id": iid, "action": "accept"}).status_code == 200
             assert c.get("/", headers={"X-Review-Token": "nope"}).status_code == 403
     finally:
@@ -228,7 +233,7 @@ def test_a_killed_server_process_keeps_every_answered_decision(review_run):
                     break
                 except httpx.ConnectError:
                     time.sleep(0.1)
-            assert {it["id"] for it in done["items"]} == {"evaluate.pred.tfidf.2", "evaluate.pred.tfidf.5",
+            assert {it["id"] for it in done["items"]} == {"evaluate.pred.2", "evaluate.pred.5",
                                                           "curate.label_conflict.0"}
     finally:
         p.send_signal(signal.SIGINT)
@@ -244,7 +249,7 @@ def test_export_is_a_data_source_and_the_report_shows_the_review(client, session
     assert post(client, item_id="data.train.17", action="edit", text="a dull plot", label="negative").status_code == 200
     assert post(client, item_id="evaluate.draft.smollm.1", action="edit", text="negative").status_code == 200
     assert post(client, item_id="prompt.draft.0", action="edit", text="This film was great.").status_code == 200
-    assert post(client, item_id="evaluate.pred.tfidf.2", action="accept").status_code == 200
+    assert post(client, item_id="evaluate.pred.2", action="accept").status_code == 200
     out = tmp_path / "export"
     c = export(session, out)
     train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]

@@ -82,8 +82,8 @@ class RunView:
             for sdir in sorted(root.iterdir()):
                 conf_path = sdir / "config.json"
                 if (sdir / "DONE").is_file() and conf_path.is_file():
-                    conf = read_json(conf_path)
-                    self.stages.append(StageInfo(conf["id"], conf["type"], sdir, conf))
+                    conf = read_json(conf_path)  # {"id", "type", "config": the stage's resolved config, ...}
+                    self.stages.append(StageInfo(conf["id"], conf["type"], sdir, conf.get("config") or {}))
         self.train_stage = self._pick_train_stage(train_stage)
 
     def stage(self, sid: str) -> StageInfo | None:
@@ -132,7 +132,8 @@ def _conf(row: dict) -> float | None:
 
 
 class PredictionSource:
-    """Wrong and least-sure test/dev predictions of every evaluate stage; causal answers as drafts."""
+    """Test/dev rows that an evaluate stage's primary model (its reference, else its first model) got wrong or was
+    least sure of — one item per row, every classifier's prediction beside it; causal answers as drafts."""
 
     name = "predictions"
 
@@ -142,25 +143,37 @@ class PredictionSource:
             if s.type != "evaluate" or not folder.is_dir():
                 continue
             split = s.config.get("split", "test")
+            metrics = read_json(s.dir / "metrics.json") if (s.dir / "metrics.json").is_file() else {}
+            kinds = {n: e.get("kind") for n, e in (metrics.get("models") or {}).items()}
+            files: dict[str, tuple[Path, list[dict]]] = {}
             for f in sorted(folder.glob("*.jsonl")):
                 rows = read_jsonl(f)
-                model = f.stem
                 if any("answer" in r for r in rows):
                     yield from self._drafts(run, s, f, rows, split)
-                    continue
-                wrong = [(i, r) for i, r in enumerate(rows) if r.get("pred") != r.get("label")]
-                wrong.sort(key=lambda ir: -(_conf(ir[1]) or 0))
-                right = [(i, r) for i, r in enumerate(rows) if r.get("pred") == r.get("label")]
-                right.sort(key=lambda ir: _conf(ir[1]) if _conf(ir[1]) is not None else 1.0)
-                for group, picked in (("wrong", wrong[:MAX_WRONG]), ("unsure", right[:MAX_UNSURE])):
-                    for i, r in picked:
-                        c = _conf(r)
-                        yield ReviewItem(
-                            id=f"{_safe(s.id)}.pred.{_safe(model)}.{i}", kind="prediction", text=str(r["text"]),
-                            stage=s.id, source=run.rel(f), row=i, split=split, given_label=r.get("label"),
-                            model_label=r.get("pred"), confidence=c,
-                            score=(1 + (c or 0)) if group == "wrong" else (1 - (c if c is not None else 1)),
-                            context={"model": model, "why": group, **({"probs": r["probs"]} if "probs" in r else {})})
+                else:
+                    files[f.stem] = (f, rows)
+            if not files:
+                continue
+            models = [n for n in files if kinds.get(n) != "baseline"] or list(files)
+            primary = metrics.get("reference") if metrics.get("reference") in files else models[0]
+            f, rows = files[primary]
+            wrong = [i for i, r in enumerate(rows) if r.get("pred") != r.get("label")]
+            wrong.sort(key=lambda i: -(_conf(rows[i]) or 0))
+            right = [i for i, r in enumerate(rows) if r.get("pred") == r.get("label")]
+            right.sort(key=lambda i: c if (c := _conf(rows[i])) is not None else 1.0)
+            for group, picked in (("wrong", wrong[:MAX_WRONG]), ("unsure", right[:MAX_UNSURE])):
+                for i in picked:
+                    r, c = rows[i], _conf(rows[i])
+                    others = {n: {"pred": rs[i].get("pred"), "confidence": _conf(rs[i])}
+                              for n, (_, rs) in files.items() if i < len(rs) and rs[i].get("text") == r.get("text")}
+                    n_wrong = sum(1 for o in others.values() if o["pred"] != r.get("label"))
+                    yield ReviewItem(
+                        id=f"{_safe(s.id)}.pred.{i}", kind="prediction", text=str(r["text"]), stage=s.id,
+                        source=run.rel(f), row=i, split=split, given_label=r.get("label"), model_label=r.get("pred"),
+                        confidence=c, score=(1 + (c or 0) + n_wrong / len(others)) if group == "wrong"
+                        else (1 - (c if c is not None else 1)),
+                        context={"model": primary, "why": group, "models_wrong": f"{n_wrong} of {len(others)}",
+                                 "predictions": others, **({"probs": r["probs"]} if "probs" in r else {})})
 
     def _drafts(self, run: RunView, s: StageInfo, f: Path, rows: list[dict], split: str) -> Iterator[ReviewItem]:
         """A label-scored causal model's generated answers: the wrong or unparseable ones, to be corrected."""

@@ -117,6 +117,10 @@ function card(it, i) {
   if (ctx.why) extra.push(ctx.why + (ctx.model ? " (" + ctx.model + ")" : ""));
   if (ctx.labels) extra.push("labels in the duplicate group: " + Object.entries(ctx.labels).map(([k, v]) => `${k} ×${v}`).join(", "));
   if (ctx.members) extra.push("members: " + ctx.members.map((m) => `${m.id}: ${m.label}${m.text ? " — " + m.text : ""}`).join(" | "));
+  if (ctx.predictions) {
+    extra.push(`models wrong: ${ctx.models_wrong} — ` + Object.entries(ctx.predictions).map(([m, p]) =>
+      `${m}: ${p.pred}${p.confidence !== null ? ` (${(100 * p.confidence).toFixed(0)}%)` : ""}`).join(", "));
+  }
   if (ctx.rank) extra.push(`label-error rank ${ctx.rank}, P(given label) ${(100 * ctx.label_quality).toFixed(1)}%`);
   if (extra.length) c.append(el("div", "context", extra.join("\n")));
   if (it.decision) c.append(el("div", "decision" + (it.decision.action === "reject" ? " reject" : ""), "✓ " + describeDecision(it.decision)));
