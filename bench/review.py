@@ -12,9 +12,10 @@ and a model is retrained on it. Reported with 95% t-intervals over the 3 seeds:
   trained on clean, noisy and reviewed data.
 
 Full (default): ranking from bundled MiniLM sentence embeddings + logistic regression (5 folds), and the retrained
-model is MiniLM fine-tuned by llmopt's data → finetune pipeline (2 epochs, max_length 64): 15 fine-tunes, about
-25 minutes on 2 cores. --quick: ranking from TF-IDF + logistic regression (the review command's default) and the
-retrained model is TF-IDF + logistic regression too (~2 minutes on 2 busy cores); writes bench/results/review.quick.json.
+model is MiniLM fine-tuned by llmopt's data → finetune pipeline (1 epoch, max_length 64, dev subsampled to 400
+rows): 15 fine-tunes, estimated 25-35 minutes on 2 idle cores (not yet measured: only a 4-step smoke ran).
+--quick: ranking from TF-IDF + logistic regression (the review command's default) and the retrained model is
+TF-IDF + logistic regression too (~2.5 minutes on 2 busy cores); writes bench/results/review.quick.json.
 """
 
 from __future__ import annotations
@@ -98,11 +99,12 @@ stages:
     type: data
     source: {{train: {train_file}, dev: {SST2 / 'dev.jsonl'}, test: {SST2 / 'test.jsonl'}}}
     length_tokenizer: null
+    max_dev_rows: 400
   - id: finetune
     type: finetune
     data: data
     model: {{builtin: minilm}}
-    train: {{learning_rate: 1.0e-4, epochs: 2, batch_size: 32, max_length: 64}}
+    train: {{learning_rate: 1.0e-4, epochs: 1, batch_size: 32, max_length: 64}}
 """, encoding="utf-8")
     run_dir = run_recipe(recipe, runs_root=folder / "runs", resume="latest", argv=sys.argv)
     model = next((run_dir / "stages").glob("*-finetune")) / "artifacts" / "model"
@@ -209,7 +211,7 @@ def main() -> None:
                   "ranking": ("TF-IDF + logistic regression" if args.quick else "MiniLM embeddings + logistic "
                               "regression") + ", 5-fold out-of-fold probabilities, cleanlab self-confidence order",
                   "retrained_model": "TF-IDF + logistic regression" if args.quick
-                  else "MiniLM fine-tuned by llmopt (data → finetune, 2 epochs, max_length 64)",
+                  else "MiniLM fine-tuned by llmopt (data → finetune, 1 epoch, max_length 64)",
                   "reviewer": "simulated: relabels each top-N row to its gold label (accepts it when the given label "
                               "is gold) via POST /api/decisions, then `review --export`"},
         "ranking": {"precision_at": {k: interval([s["precision_at"][k] for s in per_seed]) for k in keys},
