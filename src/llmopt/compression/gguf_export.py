@@ -20,6 +20,7 @@ tokenizer is that GGUF's, else built from tokenizer.json (BPE "gpt2" model).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -115,15 +116,22 @@ def _encode(arr: Any, ttype: str) -> tuple[Any, Any]:
 
 
 def _copy_tokenizer_keys(writer: Any, base_gguf: Path) -> None:
+    for key, value, vtype, sub in _gguf_tokenizer_keys(str(base_gguf), base_gguf.stat().st_mtime_ns):
+        writer.add_key_value(key, value, vtype, sub)
+
+
+@functools.lru_cache(maxsize=4)
+def _gguf_tokenizer_keys(path: str, mtime_ns: int) -> tuple[tuple[str, Any, Any, Any], ...]:
+    """A GGUF's tokenizer.* keys as (key, value, type, array item type); GGUFReader spends seconds parsing 49k
+    token strings, so each file version is read once."""
     import gguf
 
-    reader = gguf.GGUFReader(str(base_gguf))
-    for key, field in reader.fields.items():
-        if not key.startswith("tokenizer."):
-            continue
-        vtype = field.types[0]
-        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(key, field.contents(), vtype, sub)
+    out = []
+    for key, field in gguf.GGUFReader(path).fields.items():
+        if key.startswith("tokenizer."):
+            vtype = field.types[0]
+            out.append((key, field.contents(), vtype, field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None))
+    return tuple(out)
 
 
 def _tokenizer_keys_from_hf(writer: Any, model_dir: Path) -> None:
@@ -170,18 +178,16 @@ def _tokenizer_keys_from_hf(writer: Any, model_dir: Path) -> None:
 
 def tokenizer_matches_gguf(model_dir: Path, base_gguf: Path) -> bool:
     """True when the folder's tokenizer has the base GGUF's tokens, id for id (so its tokenizer keys can be reused)."""
-    import gguf
-
     from llmopt.models import load_tokenizer
 
     try:
         tok = load_tokenizer(Path(model_dir))
     except Exception:  # no or broken tokenizer: nothing to match
         return False
-    field = gguf.GGUFReader(str(base_gguf)).fields.get("tokenizer.ggml.tokens")
-    if field is None:
+    keys = {k: v for k, v, _, _ in _gguf_tokenizer_keys(str(base_gguf), Path(base_gguf).stat().st_mtime_ns)}
+    base = keys.get("tokenizer.ggml.tokens")
+    if base is None:
         return False
-    base = field.contents()
     vocab = tok.get_vocab()
     return len(vocab) == len(base) and all(vocab.get(t) == i for i, t in enumerate(base))
 
