@@ -43,3 +43,24 @@ def test_unknown_train_stage_is_a_clear_error(review_run):
 
     with pytest.raises(RunDirError, match="no finished stage 'nope' with a train split"):
         RunView(review_run, train_stage="nope")
+
+
+def test_a_curate_conflict_points_at_its_train_row_and_export_applies_it(review_run):
+    """With the curate stage as the train stage, a conflict decision changes that row of the exported train."""
+    from llmopt.review.export import export
+    from llmopt.review.server import ReviewSession
+
+    art = review_run / "stages" / "02-curate" / "artifacts"
+    rows = [{"id": i, "text": f"row {i}", "label": "positive"} for i in range(4)]
+    rows[2] = {"id": 5, "text": "a great film number 5", "label": "positive"}
+    (art / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("dev.jsonl", "test.jsonl", "labels.json"):
+        (art / name).write_bytes((review_run / "stages" / "00-data" / "artifacts" / name).read_bytes())
+    s = ReviewSession(review_run, train_stage="curate", method="none")
+    item = s.by_id["curate.label_conflict.0"]
+    assert (item.split, item.row) == ("train", 2)
+    s.decide(item.id, "relabel", label="negative")
+    c = export(s, review_run / "out")
+    got = [json.loads(x) for x in (review_run / "out" / "train.jsonl").read_text().splitlines()]
+    assert c["train_changed"] == 1 and got[2]["label"] == "negative" and got[2]["provenance"]["item"] == item.id
+    assert [r["label"] for i, r in enumerate(got) if i != 2] == ["positive"] * 3

@@ -104,6 +104,10 @@ def check_stage(run: Any, stage: Any, method: str, folds: int, seed: int) -> dic
         if got.get("key") == key:
             return got
     rows = read_jsonl(path)
+    import sys
+
+    print(f"review: ranking {len(rows):,} train rows of stage '{stage.id}' for label errors ({method}, {folds} folds; "
+          "cached for next time)…", file=sys.stderr, flush=True)
     index = {lab: i for i, lab in enumerate(labels)}
     bad = next((n for n, r in enumerate(rows) if str(r.get("label")) not in index), None)
     if bad is not None:
