@@ -49,6 +49,15 @@ def test_keyboard_review_survives_a_reload(session, tmp_path):
             assert xss_card.count() == 1 and xss_card.inner_text() == XSS
             assert page.evaluate("window.__xss") is None
 
+            # two fast key presses: two different items, in order, and no false "another tab" notice
+            third = page.get_attribute(".card.current", "data-id")
+            page.keyboard.press("a")
+            page.keyboard.press("x")
+            page.wait_for_selector(f'.card[data-id="{third}"] .decision')
+            fourth = page.get_attribute(f'.card[data-id="{third}"] + .card', "data-id")
+            page.wait_for_selector(f'.card[data-id="{fourth}"] .decision.reject')
+            assert not page.is_visible("#toast")
+
             page.select_option("#f-kind", "draft")
             page.wait_for_selector('.card.current[data-id$="draft.smollm.1"], .card.current[data-id$="draft.0"]')
             draft = page.get_attribute(".card.current", "data-id")
@@ -57,7 +66,7 @@ def test_keyboard_review_survives_a_reload(session, tmp_path):
             page.fill("#editor", "Edited by a person <b>bold?</b>")
             page.keyboard.press("Control+Enter")
             page.wait_for_selector(f'.card[data-id="{draft}"] .decision')
-            assert page.inner_text("#progress") == f"3 of {len(session.items)} reviewed"
+            assert page.inner_text("#progress") == f"5 of {len(session.items)} reviewed"
 
             page.reload()  # everything comes back from the server; the draft filter from localStorage
             page.wait_for_selector(f'.card[data-id="{draft}"] .decision')
@@ -67,16 +76,18 @@ def test_keyboard_review_survives_a_reload(session, tmp_path):
             page.wait_for_selector(f'.card[data-id="{first}"] .decision')
             assert "accept" in page.inner_text(f'.card[data-id="{first}"] .decision')
             assert "relabel → negative" in page.inner_text(f'.card[data-id="{second}"] .decision')
-            assert page.inner_text("#progress") == f"3 of {len(session.items)} reviewed"
+            assert page.inner_text("#progress") == f"5 of {len(session.items)} reviewed"
             # resumes at the first item not yet reviewed
             cur = page.get_attribute(".card.current", "data-id")
-            assert cur not in (first, second, draft)
+            assert cur not in (first, second, third, fourth, draft)
             shot = tmp_path / "review.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
         finally:
             browser.close()
     latest = session.store.latest()
-    assert {k: v["action"] for k, v in latest.items()} == {first: "accept", second: "relabel", draft: "edit"}
+    assert {k: v["action"] for k, v in latest.items()} == {first: "accept", second: "relabel", third: "accept",
+                                                           fourth: "reject", draft: "edit"}
+    assert len(session.store.history()) == 5  # no item decided twice by the fast keys
     assert latest[second]["label"] == "negative" and latest[draft]["text"] == "Edited by a person <b>bold?</b>"
     assert not dialogs

@@ -77,7 +77,7 @@ function describeDecision(d) {
 }
 
 function card(it, i) {
-  const c = el("div", "card" + (i === state.cur ? " current" : "") + (it.decision ? " decided" : ""));
+  const c = el("div", "card" + (i === state.cur ? " current" : "") + (it.decision || it.pending ? " decided" : ""));
   c.dataset.id = it.id;
   c.dataset.index = String(i);
   const head = el("div", "meta");
@@ -156,7 +156,23 @@ function startEdit(it) {
   render();
 }
 
-async function decide(it, action, extra) {
+// Decisions go out one at a time, in key-press order; the cursor moves on at once, so fast keys act on the next
+// item, and each request carries the seq of the decision its item last had (`base`) to detect another tab.
+let queue = Promise.resolve();
+
+function decide(it, action, extra) {
+  const idx = state.items.indexOf(it);
+  state.editing = null;
+  it.pending = true;
+  const next = state.items.findIndex((x, k) => k > idx && !x.decision && !x.pending);
+  if (next >= 0) state.cur = next;
+  else if (idx < state.items.length - 1) state.cur = idx + 1;
+  render();
+  queue = queue.then(() => send(it, action, extra));
+  return queue;
+}
+
+async function send(it, action, extra) {
   const body = { item_id: it.id, action, reviewer: $("reviewer").value || undefined,
                  base: it.decision ? it.decision.seq : 0, ...(extra || {}) };
   try {
@@ -165,15 +181,15 @@ async function decide(it, action, extra) {
       toast(`Another tab had decided this item (${describeDecision(d.previous)}); both decisions are kept, yours is the latest.`);
     }
     it.decision = { seq: d.seq, action: d.action, label: d.label, text: d.text, reviewer: d.reviewer, at: d.at };
-    state.editing = null;
-    const next = state.items.findIndex((x, k) => k > state.cur && !x.decision);
-    if (next >= 0) state.cur = next;
-    else if (state.cur < state.items.length - 1) state.cur += 1;
-    render();
     $("progress").textContent = `${d.progress.reviewed} of ${d.progress.items} reviewed`;
     $("bar").firstElementChild.style.width = (100 * d.progress.reviewed) / d.progress.items + "%";
   } catch (e) {
     toast("Not saved: " + e.message);
+    const k = state.items.indexOf(it);
+    if (k >= 0) state.cur = k;  // back to the item that was not saved
+  } finally {
+    it.pending = false;
+    render();
   }
 }
 
