@@ -6,6 +6,9 @@ method='minilm', the bundled MiniLM's mean-pooled sentence embeddings + logistic
 over the split, then k small fits). The fine-tuned model's own probabilities on its train rows are not used:
 they are in-sample — the model has fitted the noisy labels it is meant to contradict — and k-fold fine-tuning
 is minutes per fold on CPU. The result is cached in RUN_DIR/review/labelcheck/ keyed by the split's sha256.
+Measured on SST-2 train with 10% of labels flipped (seed 1, 2 busy cores): share of flipped rows in the top 2% / 5% /
+10% of the ranking — tfidf 0.75 / 0.59 / 0.44 in 3 s, minilm 0.78 / 0.65 / 0.51 in 106 s (random order: 0.10).
+TF-IDF stays the default so that `llmopt review` starts in seconds on large splits.
 """
 
 from __future__ import annotations
