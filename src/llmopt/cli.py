@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild the report of a run directory")
     rep.add_argument("run_dir", help="a run directory, or runs/<name>/ for its latest run")
     rep.set_defaults(fn=cmd_report)
-    rv = sub.add_parser("review", help="review doubtful labels, wrong predictions, conflicts and drafts in a local page")
+    rv = sub.add_parser("review", help="review doubtful labels, wrong predictions, conflicts and drafts in a web page")
     rv.add_argument("run_dir", help="a run directory, or runs/<name>/ for its latest run")
     rv.add_argument("--export", nargs="?", const="", default=None, metavar="OUT",
                     help="write the reviewed data (default OUT: RUN_DIR/review/export/) instead of serving the page")

@@ -1,4 +1,5 @@
-"""The review web server (no `from __future__ import annotations`: FastAPI reads the route annotations): a FastAPI app over one run directory's review items and decision store.
+"""The review web server: a FastAPI app over one run directory's review items and decision store (no
+`from __future__ import annotations` here: FastAPI reads the route annotations at runtime).
 
 Safety: uvicorn binds 127.0.0.1 only; every request carries the random token (the page's first load has it in the
 URL and gets it back as an HttpOnly SameSite=Strict cookie for its script; the API takes the X-Review-Token
@@ -35,7 +36,8 @@ class ReviewSession:
     """The items of one run directory, its label set and its decision store (run_dir/review/)."""
 
     def __init__(self, run_dir: Path, reviewer: str = "reviewer", sources: list[ItemSource] | None = None,
-                 train_stage: str | None = None, method: str = "tfidf", folds: int = 5, seed: int | None = None) -> None:
+                 train_stage: str | None = None, method: str = "tfidf", folds: int = 5,
+                 seed: int | None = None) -> None:
         from llmopt.fsutil import read_json
 
         self.run_dir = Path(run_dir).resolve()

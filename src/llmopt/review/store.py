@@ -51,8 +51,9 @@ class DecisionStore:
 
     def add(self, item_id: str, kind: str, action: str, reviewer: str, label: str | None = None,
             text: str | None = None, base: int | None = None) -> dict[str, Any]:
-        """Append a decision; returns it with `previous` (the decision it replaced, if any) and `conflict` (True when
-        `base` — the seq the client last saw for this item, 0 for none — is not the latest one: another tab decided since)."""
+        """Append a decision; returns it with `previous` (the decision it replaced, if any) and `conflict` (True
+        when `base` — the seq the client last saw for this item, 0 for none — is not the latest one: another tab
+        decided since)."""
         if action not in ACTIONS:
             raise ValueError(f"action {action!r}: one of {ACTIONS}")
         at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
