@@ -186,3 +186,19 @@ def smollm2_expectations(tok: Any) -> None:
     if problems:
         raise ModelError(f"builtin:{SMOLLM2}: tokenizer not as expected ({'; '.join(problems)}); "
                          "transformers >= 5 is needed to read its special tokens from the GGUF.")
+
+
+def compile_decode(model: Any, max_cache_len: int = 2048) -> Any:
+    """Compile only the one-token decode step with torch.compile (inductor), through transformers' own
+    `compile_config`: with a static KV cache of a fixed size every decode step has the same shapes, so the step
+    compiles once and is reused for any prompt; the prefill stays eager (a compiled prefill would recompile for
+    each prompt length). transformers compiles on GPUs only unless `_compile_all_devices` is set."""
+    from transformers import CompileConfig
+
+    cc = CompileConfig(fullgraph=False, dynamic=False, mode="default")
+    cc._compile_all_devices = True
+    gc = model.generation_config
+    gc.compile_config = cc
+    gc.cache_implementation = "static"
+    gc.max_cache_len = max_cache_len
+    return model

@@ -226,6 +226,15 @@ def _check_paths(recipe: Recipe, source: str, root: yaml.Node | None, allow_pick
                                   "nor an existing model folder.")
             if (Path(ref) / "model.onnx").is_file():
                 continue  # an exported ONNX model folder; the evaluate stage checks it
+            ggufs = [Path(ref)] if Path(ref).suffix == ".gguf" else sorted(Path(ref).glob("*.gguf"))
+            if ggufs:  # a GGUF file, or a folder holding one (a causal quantize output): its magic is checked
+                from llmopt.llm import check_gguf
+
+                try:
+                    check_gguf(ggufs[0])
+                except ModelError as e:
+                    raise RecipeError(f"{where}: {e}") from None
+                continue
             try:  # file checks only: nothing is loaded
                 check_model_dir(Path(ref), need_tokenizer=True, allow_pickle=allow_pickle)
             except ModelError as e:

@@ -111,7 +111,22 @@ def test_runtime_file_static_cache_is_honoured(tiny_llama: Path, tmp_path: Path)
     shutil.copytree(tiny_llama, folder)
     (folder / "llmopt_runtime.json").write_text('{"compile": false, "static_cache": true}')
     r = load_causal_runner(folder, threads=1)
-    assert r.runtime == "transformers fp32 eager + static cache" and r.static_cache and not r.compiled
+    assert r.runtime == "transformers fp32 eager + static cache" and r.static_cache
     ids = r.tokenizer("a short prompt")["input_ids"]
     eager = load_causal_runner(tiny_llama, threads=1)
     assert r.generate_timed(ids, 5)[2] == eager.generate_timed(ids, 5)[2]  # same greedy tokens either way
+
+
+def test_compiled_decode_step_gives_the_same_tokens_for_prompts_of_any_length(tiny_llama: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "compiled"
+    shutil.copytree(tiny_llama, folder)
+    (folder / "llmopt_runtime.json").write_text('{"compile": true, "static_cache": true}')
+    r = load_causal_runner(folder, threads=1, n_ctx=64)
+    assert r.runtime == "transformers fp32 + torch.compile (decode step) + static cache"
+    assert r.model.generation_config.max_cache_len == 64  # one cache size: one decode graph for every prompt
+    eager = load_causal_runner(tiny_llama, threads=1)
+    for text in ("a short prompt", "a much longer prompt with quite a few more words in it"):
+        ids = r.tokenizer(text)["input_ids"]
+        assert r.generate_timed(ids, 6)[2] == eager.generate_timed(ids, 6)[2]

@@ -139,7 +139,9 @@ def measure_runtime(model_dir: Path, threads: int, new_tokens: int = 16, repeats
             res[name] = statistics.median(_decode_rate(model, ids, new_tokens, static, repeats))
         if try_compile:
             try:
-                model.forward = torch.compile(model.forward, dynamic=False)
+                from llmopt.llm import compile_decode
+
+                compile_decode(model, max_cache_len=ids.shape[1] + new_tokens + 16)
                 t = time.perf_counter()
                 _decode_rate(model, ids, new_tokens, True, 1)
                 res["compile_warmup_s"] = round(time.perf_counter() - t, 1)

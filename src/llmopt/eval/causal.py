@@ -70,7 +70,6 @@ class HFRunner:
     def __init__(self, model: Any, tokenizer: Any, runtime: str, threads: int, static_cache: bool = False) -> None:
         self.model, self.tokenizer, self.runtime, self.threads = model, tokenizer, runtime, threads
         self.static_cache = static_cache
-        self.compiled = False  # torch.compile'd forward: every prompt shape is warmed up before timing
 
     @property
     def params(self) -> int:
@@ -111,7 +110,7 @@ class HFRunner:
     def generate_timed(self, prompt_ids: list[int], n_new: int) -> tuple[float, float, list[int]]:
         """Greedy `generate` forced to exactly n_new tokens: (prefill seconds, decode seconds for the n_new - 1
         tokens after the first, new ids). Prefill: one forward over the prompt timed on its own (as llama.cpp's
-        is), or, for a compiled model, the time to generate's first new token; decode: from the first new token
+        is); decode: from the first new token
         to the last (streamer timestamps), so generate's set-up and its prefill are not in it."""
         import torch
 
@@ -127,17 +126,15 @@ class HFRunner:
         ids = torch.tensor([prompt_ids])
         kw: dict[str, Any] = {"cache_implementation": "static"} if self.static_cache else {}
         with self._threads(), torch.inference_mode():
-            pre = None
-            if not self.compiled:  # a compiled forward would recompile for this call's arguments
-                t0 = time.perf_counter()
-                self.model(ids, use_cache=True)
-                pre = time.perf_counter() - t0
+            t0 = time.perf_counter()  # the prefill forward is eager even when the decode step is compiled
+            self.model(ids, use_cache=True)
+            pre = time.perf_counter() - t0
             t0 = time.perf_counter()
             out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new,
                                       min_new_tokens=n_new, do_sample=False, streamer=Clock(),
                                       pad_token_id=self.tokenizer.pad_token_id, **kw)
         new = out[0, len(prompt_ids):].tolist()
-        return (stamps[1] - t0 if pre is None else pre), stamps[-1] - stamps[1], new
+        return pre, stamps[-1] - stamps[1], new
 
 
 class LlamaCppRunner:
@@ -228,16 +225,14 @@ def load_causal_runner(path: Path, threads: int, allow_pickle: bool = False, n_c
                              "again to rewrite this folder.")
         runtime = f"transformers torchao {quant.get('scheme', '?')}"
     if rt.get("compile"):
-        import torch
+        from llmopt.llm import compile_decode
 
-        # automatic dynamic shapes: prompts of many lengths compile a few graphs, not one per length
-        model.forward = torch.compile(model.forward)
-        runtime = runtime.replace(" eager", "") + " + torch.compile"
-    if rt.get("static_cache"):
+        # the decode step only, on a static cache of one size: compiled once for every prompt; prefill stays eager
+        compile_decode(model, max_cache_len=n_ctx)
+        runtime = runtime.replace(" eager", "") + " + torch.compile (decode step)"
+    if rt.get("static_cache") or rt.get("compile"):
         runtime += " + static cache"
-    runner = HFRunner(model, tok, runtime, threads, static_cache=bool(rt.get("static_cache")))
-    runner.compiled = bool(rt.get("compile"))
-    return runner
+    return HFRunner(model, tok, runtime, threads, static_cache=bool(rt.get("static_cache") or rt.get("compile")))
 
 
 def _gguf_tokenizer(gguf: Path) -> Any:

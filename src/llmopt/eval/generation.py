@@ -79,12 +79,10 @@ def measure_generation(runner: Any, prompts: list[str], max_new_tokens: int = 12
     """Median prefill tokens/s (prompt tokens / time of the prefill forward) and median decode tokens/s (the new
     tokens after the first / their time, prefill excluded) over the prompts, greedy, exactly max_new_tokens each."""
     ids = [chat_ids(runner.tokenizer, p) for p in prompts]
-    if getattr(runner, "compiled", False):  # compile each shape (prompt length, cache length) before timing
-        warm = [(p, max_new_tokens) for p in ids]
-    else:
-        warm = [(p, min(max_new_tokens, 16)) for p in ids[:warmup]]
-    for p, n in warm:
-        runner.generate_timed(p, n)
+    # a compiled decode step (llmopt.llm.compile_decode) compiles in the first warm-up call, once for all prompts
+    warm = ids[:warmup]
+    for p in warm:
+        runner.generate_timed(p, min(max_new_tokens, 16))
     prefill, decode, runs = [], [], []
     for p in ids:
         t_pre, t_dec, new = runner.generate_timed(p, max_new_tokens)
