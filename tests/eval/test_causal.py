@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from llmopt.eval.causal import DEQUANTIZED_GGUF, HFRunner, gguf_file_of, is_causal_path, load_causal_runner
-from llmopt.eval.generation import PROMPTS, build_prompt, classify, measure_generation, parse_answer, read_prompts
+from llmopt.data.sft import parse_label as parse_answer
+from llmopt.eval.generation import PROMPTS, build_prompt, classify, measure_generation, read_prompts
 from llmopt.eval.perplexity import perplexity, read_texts, token_stream, windows
 
 TEXT = ("The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a single step. "
@@ -133,7 +134,7 @@ def test_prompt_and_parse() -> None:
     assert parse_answer("no idea", words) is None
     from llmopt.errors import DataError
 
-    with pytest.raises(DataError, match="unknown or malformed field"):
+    with pytest.raises(DataError, match="unknown field"):
         build_prompt({"template": "{text} {lable}"}, "x", words)
 
 

@@ -18,7 +18,8 @@ def evaluate_causal_model(path: Path, *, threads: int, ppl_texts: list[str], win
     import numpy as np
 
     from llmopt.eval.causal import load_causal_runner, size_on_disk
-    from llmopt.eval.generation import classify, measure_generation, read_instruction
+    from llmopt.data.sft import read_instruction
+    from llmopt.eval.generation import classify, measure_generation
     from llmopt.eval.metrics import classification_report
     from llmopt.eval.perplexity import perplexity, token_stream
     from llmopt.eval.speed import PeakRSS

@@ -4,14 +4,11 @@ tokens) and classification-as-instruction scoring of a causal LM (label log-like
 from __future__ import annotations
 
 import json
-import re
 import statistics
 from pathlib import Path
 from typing import Any
 
 from llmopt.errors import DataError, ModelError
-
-INSTRUCTION_FILE = "llmopt_instruction.json"
 
 # the fixed speed prompts: short chat-style requests of different lengths, the same for every model
 PROMPTS = [
@@ -100,51 +97,17 @@ def measure_generation(runner: Any, prompts: list[str], max_new_tokens: int = 12
 
 # --- classification as instruction -------------------------------------------------------------------------------
 
-def read_instruction(folder: Path) -> dict[str, Any] | None:
-    """The model folder's llmopt_instruction.json ({"template", "label_words"}), or None."""
-    try:
-        from llmopt.data.sft import read_instruction as sft_read  # the finetune stage's reader, when present
-    except ImportError:
-        sft_read = None
-    if sft_read is not None:
-        return sft_read(folder)
-    path = Path(folder) / INSTRUCTION_FILE
-    if not Path(folder).is_dir() or not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise ModelError(f"{path}: not valid JSON ({e}).") from None
-
-
-def _label_words(instruction: dict[str, Any], labels: list[str]) -> dict[str, str]:
-    words = {lab: str((instruction.get("label_words") or {}).get(lab, lab)) for lab in labels}
-    if len(set(words.values())) < len(words):
-        raise DataError(f"instruction label_words {words}: two labels share an answer word; give each its own.")
-    return words
-
-
 def build_prompt(instruction: dict[str, Any], text: str, words: dict[str, str]) -> str:
-    """The user turn: the template with {text} and {labels} (the answer words, comma-separated) filled in."""
+    """The user turn, exactly as the finetune stage built it for SFT (data.sft.build_messages): the template with
+    {text} and {labels} (the answer words, comma-separated) filled in."""
+    from llmopt.data.sft import build_messages, template_fields
+
     template = instruction.get("template")
-    if not isinstance(template, str) or "{text}" not in template:
-        raise DataError(f"instruction template {template!r}: needs a string containing {{text}}.")
     try:
-        return template.format(text=text, labels=", ".join(words.values()))
-    except (KeyError, IndexError, ValueError) as e:
-        raise DataError(f"instruction template {template!r}: unknown or malformed field {e}; use {{text}} and "
-                        "{labels} only (double other braces).") from None
-
-
-def parse_answer(generated: str, words: dict[str, str]) -> str | None:
-    """The label whose answer word the generated text starts with (case-insensitive), else the only one it
-    contains as a word, else None."""
-    g = generated.strip().lower()
-    starts = [lab for lab, w in words.items() if g.startswith(w.lower())]
-    if len(starts) == 1:
-        return starts[0]
-    hits = [lab for lab, w in words.items() if re.search(rf"\b{re.escape(w.lower())}\b", g)]
-    return hits[0] if len(hits) == 1 else None
+        template_fields(template if isinstance(template, str) else "")
+    except ValueError as e:
+        raise DataError(f"instruction template {template!r}: {e}.") from None
+    return build_messages(text, {"template": template, "label_words": words})[0]["content"]
 
 
 def classify(runner: Any, texts: list[str], labels: list[str], instruction: dict[str, Any],
@@ -152,14 +115,12 @@ def classify(runner: Any, texts: list[str], labels: list[str], instruction: dict
     """Predicted label index per text: by the log-likelihood of each label's answer word after the chat prompt
     (one forward per text, every label scored), or by a greedy answer parsed to a label (unparseable → -1)."""
     tok = runner.tokenizer
-    words = _label_words(instruction, labels)
+    from llmopt.data.sft import label_word_map, parse_label
+
+    words = label_word_map(labels, instruction.get("label_words"))
     # the answer word and the turn's closing EOS, as an SFT model was trained to answer (training/causal.py)
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
     conts = [tok(w, add_special_tokens=False)["input_ids"] + eos for w in words.values()]
-    try:
-        from llmopt.data.sft import parse_label as parse  # the finetune stage's parser, when present
-    except ImportError:
-        parse = parse_answer
     preds, answers = [], []
     for text in texts:
         ids = chat_ids(tok, build_prompt(instruction, text, words))
@@ -169,7 +130,7 @@ def classify(runner: Any, texts: list[str], labels: list[str], instruction: dict
         else:
             _, _, new = runner.generate_timed(ids, max_new_tokens)
             answer = tok.decode(new, skip_special_tokens=True)
-            lab = parse(answer, words)
+            lab = parse_label(answer, words)
             preds.append(labels.index(lab) if lab is not None else -1)
             answers.append(answer)
     return {"preds": preds, "answers": answers, "label_words": words, "method": method,

@@ -7,15 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from llmopt.stages.base import (InputFile, ModelRef, StageConfig, StageContext, StageRef, StageResult, Strict,
-                                model_ref_str)
-
-
-class Instruction(Strict):
-    """How a causal LM is asked to classify: a template with {text} and {labels}, and each label's answer word."""
-
-    template: str = Field(description="user turn, e.g. 'Is this review positive or negative? {text}'")
-    label_words: dict[str, str] = Field({}, description="label -> answer word (default: the label itself)")
+from llmopt.stages.base import InputFile, ModelRef, StageConfig, StageContext, StageRef, StageResult, model_ref_str
+from llmopt.training.config import InstructionConfig  # the one instruction schema, as finetune (task: sft) has it
 
 
 class EvaluateConfig(StageConfig):
@@ -51,7 +44,7 @@ class EvaluateConfig(StageConfig):
     speed_prompts: int = Field(20, ge=1, description="how many of the prompts are timed")
     max_new_tokens: int = Field(128, ge=2, description="new tokens per prompt, forced (EOS ignored), greedy")
     generation_warmup: int = Field(2, ge=0)
-    instruction: Instruction | None = Field(None, description="classification-as-instruction for a causal model "
+    instruction: InstructionConfig | None = Field(None, description="classification-as-instruction for a causal model "
                                             "without llmopt_instruction.json (e.g. zero-shot)")
     sft_scoring: Literal["loglik", "generate"] = Field(
         "loglik", description="loglik: the most likely label word after the prompt; generate: a greedy answer "
