@@ -166,3 +166,18 @@ def test_verbose_shows_the_trainers_logs(tmp_path, capsys):
         console.configure(verbose=False)
     assert 'trainer ft step 3: {"loss": 0.5}' in capsys.readouterr().err
     assert 'trainer ft step 3: {"loss": 0.5}' in (tmp_path / "run.log").read_text()
+
+
+def test_causal_models_get_their_own_table_lines() -> None:
+    from llmopt.console import _causal_lines, summary
+
+    ev = {"causal": {"models": {
+        "builtin:smollm2-135m": {"runtime": "transformers fp32 eager", "ppl": 26.13, "ppl_ci": [24.0, 28.5],
+                                 "prefill_tok_s": 410.0, "decode_tok_s": 17.1, "size_bytes": 538_000_000},
+        "sft": {"runtime": "transformers fp32 eager", "ppl": 30.2, "ppl_ci": None, "prefill_tok_s": 400.0,
+                "decode_tok_s": 16.8, "size_bytes": 538_000_000, "classification": {"accuracy": 0.873}}}}}
+    lines = _causal_lines("evaluate_lm", ev)
+    assert "perplexity (95% CI)" in lines[1] and "26.13 [24.00, 28.50]" in lines[2] and "17.1" in lines[2]
+    assert "87.3%" in lines[3] and lines[2].split()[0] == "builtin:smollm2-135m"
+    assert summary(ev) == "2 causal LMs"
+    assert summary({"dev_perplexity": 3.456}) == "dev perplexity 3.46"

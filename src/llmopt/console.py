@@ -358,6 +358,8 @@ def summary(m: dict) -> str:
         parts.append(" · ".join(f"{v:,} {k}" for k, v in rows.items()))
     if m.get("dev_accuracy") is not None:
         parts.append(f"dev acc {100 * m['dev_accuracy']:.1f}%")
+    if m.get("dev_perplexity") is not None:  # a causal-LM fine-tune
+        parts.append(f"dev perplexity {m['dev_perplexity']:.2f}")
     if m.get("student_params"):
         parts.append(f"{m['student_params'] / 1e6:.1f}M params")
     if m.get("params_after") and m.get("params_before"):
@@ -374,6 +376,9 @@ def summary(m: dict) -> str:
         n_models, n_base = kinds.count("model"), len(kinds) - kinds.count("model")
         parts.append(f"{n_models} model{'s' * (n_models != 1)} + {n_base} baseline{'s' * (n_base != 1)} "
                      f"on {m['n']:,} {m.get('split', 'test')} rows")
+    causal = (m.get("causal") or {}).get("models")
+    if isinstance(causal, dict) and causal:
+        parts.append(f"{len(causal)} causal LM{'s' * (len(causal) != 1)}")
     if m.get("html"):
         parts.append("report.html + report.md")
     return "   ".join(parts)
@@ -385,10 +390,13 @@ def results_table(run_dir: Path) -> str | None:
     from llmopt.compression.gate import size_of
     from llmopt.rundir import stage_metrics
 
-    evals = [(sid, m) for sid, kind, m in stage_metrics(run_dir) if kind == "evaluate" and m.get("models")]
+    evals = [(sid, m) for sid, kind, m in stage_metrics(run_dir)
+             if kind == "evaluate" and (m.get("models") or (m.get("causal") or {}).get("models"))]
     if not evals:
         return None
     sid, ev = evals[-1]
+    if not ev.get("models"):
+        return "\n".join(_causal_lines(sid, ev))
     models: dict = ev["models"]
     ref_name = ev.get("reference")
     ref = models.get(ref_name, {})
@@ -423,7 +431,28 @@ def results_table(run_dir: Path) -> str | None:
         lines.append(f"Recommended: {rec['name']} — {rec['reason'].rstrip('.')}. The report gives the rule.")
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         pass
-    return "\n".join(lines)
+    return "\n".join(lines + _causal_lines(sid, ev))
+
+
+def _causal_lines(sid: str, ev: dict) -> list[str]:
+    """The evaluate stage's causal LMs: perplexity (95% CI), prefill / decode tokens/s, size, label accuracy."""
+    models = (ev.get("causal") or {}).get("models") or {}
+    if not models:
+        return []
+    rows = [["causal model", "runtime", "perplexity (95% CI)", "prefill tok/s", "decode tok/s", "size MB", "accuracy"]]
+    for name, e in models.items():
+        ci, cls = e.get("ppl_ci"), e.get("classification") or {}
+        rows.append([Path(name).name if "/" in name else name, str(e.get("runtime", "")),
+                     f"{e['ppl']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "") if e.get("ppl") else "–",
+                     f"{e['prefill_tok_s']:.0f}" if e.get("prefill_tok_s") else "–",
+                     f"{e['decode_tok_s']:.1f}" if e.get("decode_tok_s") else "–", _mb(e.get("size_bytes")),
+                     f"{100 * cls['accuracy']:.1f}%" if cls.get("accuracy") is not None else "–"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"Causal LMs in '{sid}' (batch 1, greedy; perplexity token-weighted over windows)"]
+    for r in rows:
+        lines.append("  " + "  ".join(c.rjust(w) if i in {3, 4, 5} else c.ljust(w)
+                                      for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+    return lines
 
 
 def _gate(g: dict) -> str:
