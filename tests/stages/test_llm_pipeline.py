@@ -54,7 +54,8 @@ stages:
     q = "stages/02-gguf"
     assert _files(run_dir, q) == {"config.json", "metrics.json", "DONE", "artifacts/model/model.Q8_0.gguf",
                                   "artifacts/model/llmopt_quant.json", "artifacts/model/tokenizer.json",
-                                  "artifacts/model/tokenizer_config.json", "artifacts/model/chat_template.jinja"}
+                                  "artifacts/model/tokenizer_config.json", "artifacts/model/chat_template.jinja",
+                                  "artifacts/model/llmopt_instruction.json"}  # the SFT model's, carried over
     assert (run_dir / q / "artifacts/model/model.Q8_0.gguf").read_bytes()[:4] == b"GGUF"
     e = "stages/03-evaluate"
     assert _files(run_dir, e) == {"config.json", "metrics.json", "DONE", *(f"artifacts/predictions/{n}.jsonl"
@@ -67,6 +68,7 @@ stages:
         assert m["prefill_tok_s"] > 0 and m["decode_tok_s"] > 0
         assert m["classification"]["n"] == 6 and m["classification"]["instruction_from"]
     assert models["sft"]["classification"]["instruction_from"] == "model folder"
+    assert models["gguf"]["classification"]["instruction_from"] == "model folder"
     assert models["tiny-llama"]["classification"]["instruction_from"] == "evaluate config"  # zero-shot
     assert models["gguf"]["runtime"] in ("llama.cpp", "transformers (dequantized GGUF)")
     # the Q8_0 GGUF of the SFT model scores like the SFT model itself

@@ -96,14 +96,14 @@ def build_gguf_folder(src: Path, out: Path, qtype: str, source: str, base_gguf: 
     """A GGUF model folder: model.<qtype>.gguf + the parent's tokenizer files + llmopt_quant.json (temp, then moved)."""
     import os
 
-    from llmopt.compression.gguf_export import QUANT_FILE, TOKENIZER_FILES, export_gguf
+    from llmopt.compression.gguf_export import CARRIED_FILES, QUANT_FILE, export_gguf
     from llmopt.fsutil import atomic_replace_dir, atomic_write_json
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         info = export_gguf(src, tmp / f"model.{qtype}.gguf", qtype, base_gguf=base_gguf)
-        for name in TOKENIZER_FILES:
+        for name in CARRIED_FILES:
             if (src / name).is_file():
                 shutil.copy2(src / name, tmp / name)
         meta = {"format": "gguf", "qtype": qtype, "source": source, "file": f"model.{qtype}.gguf",

@@ -36,6 +36,8 @@ GGUF_QTYPES = ("Q8_0", "Q4_0", "Q4_1", "F16", "F32")
 LLAMA_ARCHS = ("LlamaForCausalLM",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "chat_template.json", "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model")
+# what a quantized folder carries over from its parent besides the tokenizer: the SFT instruction it answers to
+CARRIED_FILES = (*TOKENIZER_FILES, "llmopt_instruction.json")
 _FILE_TYPE = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7}  # llama_ftype (gguf.LlamaFileType)
 
 

@@ -56,7 +56,7 @@ def quantize_torchao(model_dir: Path, out_dir: Path, scheme: str, source: str) -
     import transformers
     from transformers import AutoModelForCausalLM, TorchAoConfig
 
-    from llmopt.compression.gguf_export import QUANT_FILE, TOKENIZER_FILES
+    from llmopt.compression.gguf_export import CARRIED_FILES, QUANT_FILE
     from llmopt.fsutil import atomic_replace_dir, atomic_write_json
 
     if scheme not in TORCHAO_SCHEMES:
@@ -86,7 +86,7 @@ def quantize_torchao(model_dir: Path, out_dir: Path, scheme: str, source: str) -
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
-        for name in TOKENIZER_FILES:
+        for name in CARRIED_FILES:
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, tmp / name)
         meta = {"format": "torchao", "scheme": TORCHAO_SCHEMES[scheme], "source": source,
