@@ -111,7 +111,7 @@ def tiny_bert(out: Path) -> Path:
     return out
 
 
-def recipe(cfg: dict, model: str) -> str:
+def recipe(cfg: dict, model: str, distill: bool = True) -> str:
     src = (f"{{train: {SST2 / 'train.jsonl'}, dev: {SST2 / 'dev.jsonl'}, test: {SST2 / 'test.jsonl'}}}")
     lim = "".join(f"\n    {k}: {cfg[v]}" for k, v in (("max_dev_rows", "max_dev"), ("max_test_rows", "max_test"))
                   if cfg[v])
@@ -149,6 +149,10 @@ stages:
     seeds: {cfg['seeds']}
     split: test
     train: {ft}
+""" + (DISTILL_STAGES.format(src=src, full_lim=full_lim, lim=lim, model=model, ft=ft) if distill else "")
+
+
+DISTILL_STAGES = """\
   - id: data
     type: data
     source: {src}{full_lim}{lim}
@@ -224,6 +228,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny subsets and 3 optimizer steps: checks the plumbing")
     ap.add_argument("--fresh", action="store_true", help="a new run directory instead of resuming the latest")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-distill", action="store_true", help="only (a), the fine-tune gain: (b) trains a full-SST-2 "
+                    "teacher and six students (most of the benchmark's hours); its keys are then left as they were")
     args = ap.parse_args()
     if not SST2.is_dir():
         sys.exit(f"bench/data_augment.py: {SST2} not found (SST-2 train/dev/test JSONL); nothing to do.")
@@ -240,7 +246,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rpath = folder / "recipe.yaml"
     model = str(tiny_bert(folder / "tiny-bert-6l")) if args.quick else "{builtin: minilm}"
-    rpath.write_text(recipe(cfg, model), encoding="utf-8")
+    rpath.write_text(recipe(cfg, model, distill=not args.no_distill), encoding="utf-8")
     run_dir = run_recipe(rpath, runs_root=ROOT / "runs", resume=None if args.fresh else "latest",
                          argv=sys.argv)
     gain = json.loads(next((run_dir / "stages").glob("*-gain/metrics.json")).read_text())
@@ -249,22 +255,24 @@ def main() -> None:
     print(f"(a) augmentation gain on {gain['n_eval']} test rows: {100 * g['mean']:+.2f} points, 95% CI "
           f"[{100 * g['ci'][0]:+.2f}, {100 * g['ci'][1]:+.2f}] — {g['verdict']}; train rows {gain['n_train']}",
           flush=True)
-    d = distill_arms(run_dir, cfg, args.threads or 2)
-    dg = d["retention_gain"]
-    print(f"(b) distill transfer gain (accuracy retention): {100 * dg['mean']:+.2f} points, 95% CI "
-          f"[{100 * dg['ci'][0]:+.2f}, {100 * dg['ci'][1]:+.2f}] — {dg['verdict']}", flush=True)
+    if not args.no_distill:
+        d = distill_arms(run_dir, cfg, args.threads or 2)
+        dg = d["retention_gain"]
+        print(f"(b) distill transfer gain (accuracy retention): {100 * dg['mean']:+.2f} points, 95% CI "
+              f"[{100 * dg['ci'][0]:+.2f}, {100 * dg['ci'][1]:+.2f}] — {dg['verdict']}", flush=True)
     results = {
         "augmentation_rows_per_s": tp["llmopt"],
         "augmentation_gain": {"mean": g["mean"], "ci": g["ci"], "verdict": g["verdict"], "diffs": g["diffs"]},
-        "distill_transfer_gain": {"mean": dg["mean"], "ci": dg["ci"], "verdict": dg["verdict"],
-                                  "diffs": dg["diffs"], "measure": "accuracy retention (student/teacher)"},
+        **({} if args.no_distill else {"distill_transfer_gain": {
+            "mean": dg["mean"], "ci": dg["ci"], "verdict": dg["verdict"], "diffs": dg["diffs"],
+            "measure": "accuracy retention (student/teacher)"}}),
         "augmentation_detail": {
             "throughput": tp,
             "finetune_500": {k: gain[k] for k in ("seeds", "n_train", "n_eval", "accuracy", "macro_f1",
                                                    "macro_f1_gain")},
             "augment_500": {k: aug[k] for k in ("generated", "kept", "dropped", "transfer_rows", "rows_per_s",
                                                 "filter", "pos_source", "translator")},
-            "distill": {k: d[k] for k in ("teacher_test_accuracy", "without", "with")},
+            **({} if args.no_distill else {"distill": {k: d[k] for k in ("teacher_test_accuracy", "without", "with")}}),
             "run_dir": str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir),
             "seconds": round(time.perf_counter() - t_start, 1),
             "quick": args.quick,
