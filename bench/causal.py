@@ -209,10 +209,9 @@ def main(argv: list[str]) -> int:
     argv = [a for a in argv if a not in ("--part", part)]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.chdir(ROOT)  # the recipes' data paths are relative to the project root
-    from llmopt.fsutil import atomic_write_json, read_json
+    from llmopt.fsutil import update_json
 
-    result = read_json(OUT) if OUT.is_file() else {}  # one part rerun keeps the other part's keys
-    result["benchmark"] = "causal"
+    result: dict = {"benchmark": "causal"}
     if part in ("speed", "all"):
         result.update(speed_part(argv))
     if part in ("sft", "all"):
@@ -220,7 +219,7 @@ def main(argv: list[str]) -> int:
     from llmopt.rundir import package_versions
 
     result["packages"] = package_versions()
-    atomic_write_json(OUT, result)
+    result = update_json(OUT, result)  # one part rerun keeps the other part's keys
     print(json.dumps({k: result.get(k) for k in ("best_ours", "best_torch", "floors_met")}, indent=2))
     print(f"wrote {OUT}")
     return 0

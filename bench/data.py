@@ -394,15 +394,6 @@ def curate_memory(work: Path, sizes: tuple[int, ...]) -> dict:
             "bytes_per_indexed_row": round((peaks[b] - peaks[a]) / (kept[b] - kept[a]))}
 
 
-def merge_results(update: dict, path: Path) -> None:
-    """Read-modify-write data.json atomically: only this script's keys change."""
-    from llmopt.fsutil import atomic_write_json
-
-    current = json.loads(path.read_text()) if path.exists() else {}
-    current.update(update)
-    atomic_write_json(path, current)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="speeches since 1990 only, one timing repeat")
@@ -436,7 +427,9 @@ def main() -> None:
             print(f"  {reason}: {json.dumps(ex[:2], ensure_ascii=False)[:300]}")
     res["quick"] = args.quick
     target = OUT if not args.quick else OUT.with_name("data.quick.json")
-    merge_results(res, target)
+    from llmopt.fsutil import update_json
+
+    update_json(target, res)
     print(f"wrote {target.relative_to(ROOT)}")
 
 

@@ -214,15 +214,6 @@ def distill_arms(run_dir: Path, cfg: dict, threads: int) -> dict:
     return res
 
 
-def merge_results(update: dict, path: Path) -> None:
-    """Read-modify-write the results file atomically: only this script's keys change."""
-    from llmopt.fsutil import atomic_write_json
-
-    current = json.loads(path.read_text()) if path.exists() else {}
-    current.update(update)
-    atomic_write_json(path, current)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny subsets and 3 optimizer steps: checks the plumbing")
@@ -279,7 +270,9 @@ def main() -> None:
         },
     }
     target = OUT if not args.quick else OUT.with_name("data.quick.json")
-    merge_results(results, target)
+    from llmopt.fsutil import update_json
+
+    update_json(target, results)
     print(f"wrote {target.relative_to(ROOT)}")
 
 

@@ -55,6 +55,16 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def update_json(path: Path, update: dict) -> dict:
+    """Read a JSON object (or {}), update its top-level keys, write it back atomically: several writers that each
+    own some keys (one benchmark's parts) keep each other's."""
+    path = Path(path)
+    current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    current.update(update)
+    atomic_write_json(path, current)
+    return current
+
+
 def atomic_write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     lines = [json.dumps(r, ensure_ascii=False, default=_json_default) for r in rows]
     atomic_write_text(path, "".join(line + "\n" for line in lines))

@@ -35,7 +35,7 @@ def test_sft_row_without_response_names_file_and_line(tmp_path):
     with pytest.raises(DataError, match=r"c\.jsonl:1: messages\[0\]"):
         sft.read_sft(p)
     (tmp_path / "d.jsonl").write_text('{"prompt": "a", "response": "b"}\n{oops\n')
-    with pytest.raises(DataError, match=r"d\.jsonl:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"d\.jsonl:2: invalid JSON"):
         sft.read_sft(tmp_path / "d.jsonl")
 
 

@@ -151,7 +151,12 @@ def _decode(path: Path) -> str:
         ) from None
 
 
-def _jsonl_rows(path: Path) -> list[tuple[str, Any]]:
+def jsonl_objects(path: Path) -> list[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSONL file (UTF-8, .gz/.bz2); a bad line is a
+    DataError naming file:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found.")
     rows = []
     for n, line in enumerate(_decode(path).splitlines(), start=1):
         if not line.strip():
@@ -162,8 +167,12 @@ def _jsonl_rows(path: Path) -> list[tuple[str, Any]]:
             raise DataError(f"{path}:{n}: invalid JSON ({e.msg}; column {e.colno}). Fix or remove that line.") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{n}: expected a JSON object per line, got {type(obj).__name__}.")
-        rows.append((f"{path}:{n}", obj))
+        rows.append((n, obj))
     return rows
+
+
+def _jsonl_rows(path: Path) -> list[tuple[str, Any]]:
+    return [(f"{path}:{n}", obj) for n, obj in jsonl_objects(path)]
 
 
 def _csv_rows(path: Path, delimiter: str) -> list[tuple[str, Any]]:

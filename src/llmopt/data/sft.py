@@ -27,24 +27,9 @@ ROLES = ("system", "user", "assistant")
 
 
 def _jsonl(path: Path) -> list[tuple[int, dict]]:
-    rows = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror}).") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; save it as UTF-8.") from None
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{i}: not valid JSON ({e.msg}).") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{i}: each line must be a JSON object.")
-        rows.append((i, row))
-    return rows
+    from llmopt.data.readers import jsonl_objects
+
+    return jsonl_objects(path)
 
 
 def read_documents(path: Path) -> list[str]:
