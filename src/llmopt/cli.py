@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="out-of-fold model for the label-error ranking (default: TF-IDF + logistic regression)")
     rv.add_argument("--folds", type=int, default=5, help="folds for the out-of-fold probabilities")
     rv.set_defaults(fn=cmd_review)
+    from llmopt.serve.command import add_parser as add_serve
+
+    add_serve(sub)
     return p
 
 
