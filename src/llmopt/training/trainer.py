@@ -1,10 +1,12 @@
 """The one trainer. `_run_trainer` is the shared core (TrainingArguments from the training block, log /
-checksum / progress callbacks, early stopping, resume, the reported metrics); two entry points use it:
+checksum / progress callbacks, early stopping, resume, the reported metrics); three entry points use it:
 
 - `train_classifier`: sequence classification whose loss is `kd_loss` — plain cross-entropy with no teacher
   logits (finetune), knowledge distillation with them (distill, prune's recovery, search);
 - `train_causal_lm`: next-token loss on labelled tokens (finetune task causal_lm / sft, full or LoRA),
-  early stopping on held-out loss.
+  early stopping on held-out loss;
+- `train_masked_lm`: masked-LM loss (finetune task mlm, continued pretraining of an encoder), early stopping on
+  held-out loss.
 """
 
 from __future__ import annotations
@@ -326,3 +328,62 @@ def train_causal_lm(
         "dev_loss_tokens": end["tokens"],
         "best_step": trainer.state.best_global_step,
     })
+
+
+def train_masked_lm(
+    model: Any,
+    tokenizer: Any,
+    *,
+    train_dataset: list[dict],
+    dev_dataset: list[dict],
+    cfg: TrainConfig,
+    seed: int,
+    work_dir: Path,
+    max_length: int,
+    resume_from: Path | None = None,
+    callbacks: list | None = None,
+) -> TrainOutcome:
+    """Masked-LM continued pretraining of an encoder (finetune task mlm): train chunks are masked afresh in every
+    batch (`training.mlm.MlmCollator`: 15%, 80/10/10), dev chunks were masked once with a fixed seed
+    (`mask_fixed`), so every evaluation scores the same positions; early stopping keeps the lowest dev loss.
+
+    The metrics add `dev_loss_before` (the starting model's token-weighted dev MLM loss, kept in
+    work_dir/initial_eval.json so a resumed run reports the same) and `dev_loss` of the best checkpoint.
+    """
+    from datasets import Dataset
+    from transformers import Trainer
+
+    from llmopt.fsutil import atomic_write_json, read_json
+    from llmopt.training.mlm import MlmCollator, mean_masked_nll
+
+    work_dir = Path(work_dir)
+    initial = work_dir / "initial_eval.json"
+    pad = tokenizer.pad_token_id
+
+    def loss(m: Any) -> dict[str, float]:
+        return mean_masked_nll(m, dev_dataset, pad, cfg.eval_batch_size)
+
+    def before(trainer: Any) -> None:
+        if not initial.is_file():
+            atomic_write_json(initial, loss(trainer.model))
+
+    train_cols = ("input_ids", "attention_mask", "special_tokens_mask")
+    dev_cols = ("input_ids", "attention_mask", "labels")
+    trainer, metrics = _run_trainer(
+        Trainer, model, tokenizer,
+        train_dataset=Dataset.from_dict({c: [e[c] for e in train_dataset] for c in train_cols}),
+        eval_dataset=Dataset.from_dict({c: [e[c] for e in dev_dataset] for c in dev_cols}),
+        collator=MlmCollator(tokenizer), cfg=cfg, seed=seed, work_dir=work_dir,
+        resume_from=resume_from, callbacks=callbacks, keep_best=True, metric="loss", before_train=before,
+    )
+    start, end = read_json(initial), loss(trainer.model)  # the best checkpoint, loaded at the end
+    return TrainOutcome(trainer, {
+        **metrics,
+        "max_length": max_length,  # the chunk size
+        "truncation": "right",
+        "dev_loss_before": start["loss"],
+        "dev_loss": end["loss"],
+        "dev_loss_tokens": end["tokens"],
+        "best_step": trainer.state.best_global_step,
+    })
+
