@@ -87,10 +87,6 @@ class Worker:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """ASGI middleware: a 413 for a body over `limit` bytes, by Content-Length or by the bytes received."""
 
@@ -103,27 +99,28 @@ class BodyLimit:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await self._reject(send, int(length))
-        seen, started = 0, False
-
-        async def counted() -> dict:
-            nonlocal seen
+        # read the whole body here (at most `limit` bytes), then hand it on: a chunked body without a
+        # Content-Length is cut off at the limit too (an error raised mid-read would reach FastAPI as a 400)
+        chunks, seen, more = [], 0, True
+        while more:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
-            return msg
+            if msg["type"] != "http.request":  # the client went away
+                return
+            chunks.append(msg.get("body", b""))
+            seen += len(chunks[-1])
+            more = msg.get("more_body", False)
+            if seen > self.limit:
+                return await self._reject(send, seen)
+        body, sent = b"".join(chunks), False
 
-        async def watch(msg: dict) -> None:
-            nonlocal started
-            started = started or msg["type"] == "http.response.start"
-            await send(msg)
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect as the app expects
 
-        try:
-            await self.app(scope, counted, watch)
-        except _BodyTooLarge:
-            if not started:
-                await self._reject(send, seen)
+        await self.app(scope, replay, send)
 
     async def _reject(self, send: Callable, size: int) -> None:
         body = json.dumps(error_body(f"request body is {size:,}+ bytes; this server accepts at most {self.limit:,} "
