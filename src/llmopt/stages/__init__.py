@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmopt.stages import augment, compare, curate, data, distill, evaluate, finetune, prune, quantize, report, search
+from llmopt.stages import tokenizer
 from llmopt.stages.base import StageConfig, StageContext, StageResult
 
 
@@ -27,6 +28,7 @@ STAGES: dict[str, Stage] = {
     "curate": Stage(curate.CurateConfig, curate.run, curate.section),
     "finetune": Stage(finetune.FinetuneConfig, finetune.run, finetune.section),
     "augment": Stage(augment.AugmentConfig, augment.run, augment.section),
+    "tokenizer": Stage(tokenizer.TokenizerConfig, tokenizer.run, tokenizer.section),
     "compare": Stage(compare.CompareConfig, compare.run, compare.section),
     "distill": Stage(distill.DistillConfig, distill.run, distill.section),
     "prune": Stage(prune.PruneConfig, prune.run, prune.section),
