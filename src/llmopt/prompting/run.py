@@ -74,9 +74,11 @@ def predict(backend: Any, template: PromptTemplate, rows: list[dict], labels: li
 def run_setting(backend: Any, setting: Setting, rows: list[dict], labels: list[str], pool: ExamplePool,
                 method: str, seed: int, repeats: int, pool_size: int | None = None,
                 max_new_tokens: int = 8) -> dict[str, Any]:
-    """`repeats` passes with different seeded draws (one pass at k = 0: nothing to draw)."""
+    """`repeats` passes with different seeded draws; one pass where nothing is drawn: k = 0, or nearest/mmr over
+    the whole train split (the same examples every time)."""
+    whole = setting.strategy in PER_QUERY and (pool_size is None or pool_size >= len(pool.rows))
     runs = []
-    for r in range(1 if setting.k == 0 else repeats):
+    for r in range(1 if setting.k == 0 or whole else repeats):
         s = repeat_seed(seed, r)
         if setting.k and setting.strategy in PER_QUERY:
             sub = pool.subset(pool_size, s)

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llmopt.stages import augment, compare, curate, data, distill, evaluate, finetune, prune, quantize, report, search
+from llmopt.stages import (augment, compare, curate, data, distill, evaluate, finetune, prompt, prune, quantize, report,
+                           search)
 from llmopt.stages import tokenizer
 from llmopt.stages.base import StageConfig, StageContext, StageResult
 
@@ -35,6 +36,7 @@ STAGES: dict[str, Stage] = {
     "quantize": Stage(quantize.QuantizeConfig, quantize.run, quantize.section),
     "search": Stage(search.SearchConfig, search.run, search.section),
     "evaluate": Stage(evaluate.EvaluateConfig, evaluate.run, evaluate.section),
+    "prompt": Stage(prompt.PromptConfig, prompt.run, prompt.section),
     "report": Stage(report.ReportConfig, report.run, report.section, reads_all_stages=True),
 }
 
