@@ -67,7 +67,7 @@ def test_no_split_choices_keep_digits_and_punctuation_mergeable(tmp_path):
 def test_empty_corpus_and_vocab_below_alphabet_name_the_field():
     with pytest.raises(DataError, match="empty"):
         train_tokenizer(["", "  "], TokenizerTrainConfig())
-    with pytest.raises(DataError, match=r"vocab_size 30 .*alphabet.*\(\d+\)"):
+    with pytest.raises(DataError, match=r"vocab_size: 30 .*alphabet.*\(\d+\)"):
         train_tokenizer(CORPUS, TokenizerTrainConfig(vocab_size=30, bytes="none"))
     with pytest.raises(DataError, match="256 byte pieces"):
         train_tokenizer(CORPUS, TokenizerTrainConfig(vocab_size=270))

@@ -97,6 +97,39 @@ def model_cases(root: Path, tiny_model: Path) -> list[Case]:
         p = root / f"{kind}.yaml"
         p.write_text(dump_yaml(raw), encoding="utf-8")
         cases.append(Case("model", kind, p, (re.escape(str(p)) + r":\d+", re.escape(str(folder)))))
+    return cases + tokenizer_cases(root, tiny_model)
+
+
+def tokenizer_cases(root: Path, tiny_model: Path) -> list[Case]:
+    """One-stage tokenizer recipes: an empty corpus, a vocabulary below the alphabet, a tokenizer larger than its
+    model's embedding, extend on an ONNX export (no input embeddings)."""
+    text, blank = root / "domain.txt", root / "blank.txt"
+    text.write_text("".join(json.loads(r)["text"] + "\n" for r in good_rows().splitlines()), encoding="utf-8")
+    blank.write_text("\n  \n\n", encoding="utf-8")
+    big = root / "tokenizer-larger-than-embedding"
+    shutil.copytree(tiny_model, big)
+    cfg = json.loads((big / "config.json").read_text(encoding="utf-8"))
+    (big / "config.json").write_text(json.dumps({**cfg, "vocab_size": 100}), encoding="utf-8")
+    onnx = root / "onnx-export"
+    onnx.mkdir()
+    for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(Path(tiny_model) / f, onnx / f)
+    (onnx / "model.onnx").write_bytes(b"an exported graph")
+
+    def stage(**kw: Any) -> dict:
+        return {"id": "tok", "type": "tokenizer", "data": None, "texts": [str(text)], **kw}
+
+    specs = [("tokenizer_empty_corpus", stage(texts=[str(blank)]), ("texts", "empty")),
+             ("tokenizer_vocab_below_alphabet", stage(train={"vocab_size": 10, "bytes": "none"}),
+              (r"train\.vocab_size: 10 ", "alphabet")),
+             ("tokenizer_larger_than_embedding", stage(base=str(big)), ("base", re.escape(str(big)), "embedding")),
+             ("extend_without_input_embeddings", stage(mode="extend", base=str(onnx)),
+              ("base", re.escape(str(onnx)), "input embeddings"))]
+    cases = []
+    for kind, st, expect in specs:
+        p = root / f"{kind}.yaml"
+        p.write_text(dump_yaml({"version": 1, "name": "bad-tokenizer", "stages": [st]}), encoding="utf-8")
+        cases.append(Case("model", kind, p, expect))
     return cases
 
 

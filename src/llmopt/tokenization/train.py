@@ -85,9 +85,9 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerTrainConfig, where: str 
     n_bytes = BYTE_ALPHABET if cfg.bytes == "byte_fallback" else 0
     floor = alphabet_size(tok, texts, cfg) + len(cfg.special_tokens) + n_bytes
     if cfg.vocab_size < floor:
-        raise DataError(f"{where}: vocab_size {cfg.vocab_size} is smaller than the corpus alphabet plus special "
+        raise DataError(f"{where}.vocab_size: {cfg.vocab_size} is smaller than the corpus alphabet plus special "
                         f"tokens{' plus 256 byte pieces' if n_bytes else ''} ({floor}). Raise vocab_size to at "
-                        f"least {floor}" + (", or use bytes: byte_level." if cfg.bytes == "none" else "."))
+                        f"least {floor}.")
     tok.train_from_iterator(texts, trainer=_trainer(cfg, cfg.vocab_size - n_bytes), length=len(texts))
     if n_bytes:
         tok = _add_byte_pieces(tok)
