@@ -32,11 +32,17 @@ stages:
     texts: [{extra}]
     base: {tiny_bert}
     train: {{algorithm: unigram, vocab_size: 320, min_frequency: 1}}
+    student_layers: [1]
   - {{id: extend, type: tokenizer, mode: extend, data: null, texts: [{extra}], base: {tiny_bert}, add_tokens: 3, min_count: 2}}
   - id: ft
     type: finetune
     data: data
     model: extend
+    train: {{epochs: 1, batch_size: 16, learning_rate: 1.0e-3, max_length: 32}}
+  - id: small
+    type: distill
+    teacher: ft
+    student_model: tok
     train: {{epochs: 1, batch_size: 16, learning_rate: 1.0e-3, max_length: 32}}
 """)
     run = run_recipe(recipe, runs_root=tmp_path / "runs")
@@ -50,6 +56,11 @@ stages:
     assert m["quality"]["unk_rate"] == 0.0 and m["quality"]["fertility"] >= 1.0
     assert m["worst_split_words"] and m["worst_split_words"][0]["pieces"] >= m["worst_split_words"][-1]["pieces"]
 
+    assert m["student_layers"] == [1] and m["params"] < m["base_params"]
+    d = json.loads((st["small"] / "metrics.json").read_text())  # distilled across tokenizers
+    assert d["student_params"] == m["params"] and d["dev_accuracy"] is not None
+    assert len(AutoTokenizer.from_pretrained(str(st["small"] / "artifacts" / "model"))) == len(ours)
+
     e = json.loads((st["extend"] / "metrics.json").read_text())
     assert e["extend"]["added"] == 2 and e["extend"]["new_vocab"] == 30524
     assert {t["word"] for t in e["added_tokens"]} == {"cinemaphotonics", "scriptwrightery"}
@@ -61,7 +72,7 @@ stages:
     doc = Doc()
     section("tok", m, doc)
     section("extend", e, doc)
-    assert "tokens / word" in doc.markdown() and "Extended" in doc.markdown()
+    assert all(w in doc.markdown() for w in ("tokens / word", "Extended", "Student model: layers [1]"))
 
 
 def test_bad_tokenizer_inputs_are_one_clear_error(tmp_path, tiny_bert):

@@ -25,11 +25,15 @@ class TokenizerConfig(StageConfig):
     add_tokens: int = Field(1000, ge=1, description="extend: how many domain words become tokens (at most)")
     min_count: int = Field(2, ge=1, description="extend / worst words: a word must occur this often")
     worst_words: int = Field(20, ge=0, description="list the base tokenizer's worst-split domain words")
+    student_layers: list[int] | None = Field(None, min_length=1, description="train: also write artifacts/model, "
+                                             "the base's layers with the new vocabulary (a distill student_model)")
 
     @model_validator(mode="after")
     def _needs(self) -> "TokenizerConfig":
         if self.mode == "extend" and self.base is None:
             raise ValueError("base: mode 'extend' needs the model whose vocabulary it extends")
+        if self.student_layers is not None and (self.mode != "train" or self.base is None):
+            raise ValueError("student_layers: needs mode 'train' and a base model whose layers it copies")
         if self.data is None and not self.texts:
             raise ValueError("data: give a data stage or texts: files to learn from")
         return self
@@ -81,6 +85,16 @@ def run(cfg: TokenizerConfig, ctx: StageContext) -> StageResult:
         folder = save_tokenizer(tok, cfg.train.special_tokens, ctx.out_dir / "tokenizer")
         ours = load_tokenizer(folder)  # measured as a later stage will load it
         metrics.update(settings=cfg.train.model_dump(), quality=quality(ours, held))
+        if cfg.student_layers:  # the base's layers under the new vocabulary, embeddings carried over
+            from llmopt.models import load_classifier
+            from llmopt.tokenization.transfer import small_vocab_student
+
+            base = load_classifier(ctx.model_dir(cfg.base), allow_pickle=ctx.allow_pickle)
+            student, how = small_vocab_student(base, cfg.student_layers, base_tok, ours)
+            save_model(student, ours, ctx.out_dir / "model", inference=read_inference_settings(base_dir) or None)
+            metrics.update(student_layers=cfg.student_layers, embedding_init=how,
+                           params=int(sum(p.numel() for p in student.parameters())),
+                           base_params=int(sum(p.numel() for p in base.parameters())))
     else:
         model, ours = load_for_extend(base_dir, allow_pickle=ctx.allow_pickle, field=f"tokenizer '{cfg.id}': base")
         base_tok = load_tokenizer(base_dir)
@@ -110,6 +124,12 @@ def section(sid: str, m: dict, doc: Any) -> None:
               f"({m['train_chars'] / 1e6:.2f} M characters): NFKC {'on' if s['nfkc'] else 'off'}, lower-casing "
               f"{'on' if s['lowercase'] else 'off'}, punctuation split {'on' if s['split_punctuation'] else 'off'}, "
               f"digit split {'on' if s['split_digits'] else 'off'}, bytes: {s['bytes']}.")
+        if m.get("student_layers"):
+            how = m["embedding_init"]
+            doc.p(f"Student model: layers {m['student_layers']} of {m['base']} under this vocabulary "
+                  f"({m['params']:,} parameters, the base has {m['base_params']:,}); embedding rows from the base: "
+                  f"{how['same_piece']:,} same piece, {how['mean_of_pieces']:,} mean of the base's pieces, "
+                  f"{how['special']:,} special tokens.")
     else:
         e = m["extend"]
         doc.p(f"Extended {m['base']} by {e['added']:,} domain tokens ({e['old_vocab']:,} → {e['new_vocab']:,}); "
