@@ -35,8 +35,8 @@ def _pipeline(cfg: TokenizerTrainConfig) -> "Tokenizer":
     # a punctuation mark or digit is its own pre-token, keeping the word boundary before it (▁, / Ġ,) so that
     # "word , word" does not spend a lone-space token on every mark
     mark = " " if cfg.bytes == "byte_level" else "▁"
-    splits = (([pre_tokenizers.Split(Regex(f"{mark}?[^\\w\\s{mark}]"), "isolated")] if cfg.split_punctuation else [])
-              + ([pre_tokenizers.Split(Regex(f"{mark}?\\d"), "isolated")] if cfg.split_digits else []))
+    alts = ([f"[^\\w\\s{mark}]"] if cfg.split_punctuation else []) + (["\\d"] if cfg.split_digits else [])
+    splits = [pre_tokenizers.Split(Regex(f"{mark}?(?:{'|'.join(alts)})"), "isolated")] if alts else []
     if cfg.bytes == "byte_level":  # GPT-2 style: text → bytes shown as printable characters; spaces kept as Ġ
         tok.pre_tokenizer = pre_tokenizers.Sequence(
             splits + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
@@ -63,10 +63,16 @@ def _trainer(cfg: TokenizerTrainConfig, vocab_size: int) -> Any:
 
 
 def alphabet_size(tok: "Tokenizer", texts: list[str], cfg: TokenizerTrainConfig) -> int:
-    """Distinct characters the model must hold as single pieces (after normalization; ▁ included)."""
+    """Distinct characters the model must hold as single pieces (after normalization; ▁ included), or an upper
+    bound on them where that bound already fits the vocabulary."""
     if cfg.bytes == "byte_level":
         return BYTE_ALPHABET
     chars: set[str] = {"▁"}
+    raw = set().union(*map(set, texts))
+    if tok.normalizer is None:
+        return len((raw | chars) - {"\n", " "})
+    if 18 * len(raw) + len(cfg.special_tokens) + BYTE_ALPHABET < cfg.vocab_size:
+        return 18 * len(raw)  # a bound: NFKC maps one character to at most 18 (U+FDFA); no pass needed
     for i in range(0, len(texts), 2000):
         block = "\n".join(texts[i:i + 2000])
         chars.update(tok.normalizer.normalize_str(block) if tok.normalizer else block)
