@@ -180,7 +180,13 @@ class ClassifierModel:
         self.labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(self.predictor.predict_proba(texts), dtype=np.float64)
+        """Rows in input order; a merged batch runs in length-sorted chunks of 16 (eval.predictors.predict_all), so
+        one long text does not pad every short one."""
+        from llmopt.eval.predictors import predict_all
+
+        if len(texts) == 1:
+            return np.asarray(self.predictor.predict_proba(texts), dtype=np.float64)
+        return np.asarray(predict_all(self.predictor, texts, batch_size=16), dtype=np.float64)
 
     def close(self) -> None:
         pass
