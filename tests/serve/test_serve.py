@@ -243,6 +243,41 @@ def test_a_failing_request_then_a_good_one(classifier, tiny_llama: Path) -> None
         stop()
 
 
+def test_generation_runs_off_the_event_loop_and_a_dropped_stream_frees_the_model(tiny_llama: Path) -> None:
+    import time
+
+    from llmopt.serve.models import CausalModel
+
+    model = CausalModel(tiny_llama, threads=1)
+    real = model.generate
+
+    def slow(*a, **kw):  # 0.1 s per token
+        for ch in real(*a, **kw):
+            time.sleep(0.1)
+            yield ch
+
+    model.generate = slow
+    url, stop = start_in_thread(model)
+    try:
+        body = {"messages": MSG, "max_tokens": 40, "temperature": 0}
+        t = threading.Thread(target=httpx.post, args=(f"{url}/v1/chat/completions",),
+                             kwargs={"json": body, "timeout": 60})
+        t.start()
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+        assert time.perf_counter() - t0 < 1.0  # answered while the generation holds the model
+        t.join()
+        # a client that goes away mid-stream: the generation stops at the next token instead of running 4 s more
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}, timeout=60) as r:
+            next(ln for ln in r.iter_lines() if '"content": "' in ln and '"role"' not in ln)
+        t0 = time.perf_counter()
+        r = httpx.post(f"{url}/v1/chat/completions", json={**body, "max_tokens": 2}, timeout=60)
+        assert r.status_code == 200 and time.perf_counter() - t0 < 2.5
+    finally:
+        stop()
+
+
 def test_classify_labels_probabilities_and_list_input(classifier) -> None:
     url, stop = start_in_thread(classifier)
     try:
@@ -362,5 +397,24 @@ def test_smollm2_chat_completion() -> None:
                                            messages=[{"role": "user", "content": "What is the capital of France?"}])
         assert "Paris" in r.choices[0].message.content
         assert r.usage.completion_tokens <= 24
+    finally:
+        stop()
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_in_llama_cpp() -> None:
+    pytest.importorskip("llama_cpp")
+    from llmopt.llm import smollm2_gguf
+
+    url, stop = start_in_thread(smollm2_gguf(), threads=2)
+    try:
+        assert httpx.get(f"{url}/health").json()["runtime"] == "llama.cpp"
+        body = {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 12, "temperature": 0}
+        r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300).json()
+        text = r["choices"][0]["message"]["content"]
+        assert text.strip() and 1 <= r["usage"]["completion_tokens"] <= 12
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}, timeout=300) as s:
+            frames = [json.loads(ln[6:]) for ln in s.iter_lines() if ln.startswith("data: {")]
+        assert "".join(f["choices"][0]["delta"].get("content", "") for f in frames) == text
     finally:
         stop()
