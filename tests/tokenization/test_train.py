@@ -1,5 +1,7 @@
 """Training BPE / Unigram / WordPiece: exact round trips, the promised text handling, loading, bad sizes."""
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -57,6 +59,8 @@ def test_text_handling_choices_are_applied(tmp_path):
     ids = tok("the film")["input_ids"]
     assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id       # [CLS] … [SEP]
     assert tok.pad_token == "[PAD]" and tok.mask_token == "[MASK]" and 261 < len(tok) <= 500
+    saved = json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())
+    assert saved["tokenizer_class"] == "PreTrainedTokenizerFast"
 
 
 def test_no_split_choices_keep_digits_and_punctuation_mergeable(tmp_path):

@@ -5,15 +5,12 @@ text made only of old tokens do not change."""
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from llmopt.errors import ModelError
-from llmopt.tokenization.quality import word_pieces
-
-WORD = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")  # letters, with inner apostrophes / hyphens
+from llmopt.tokenization.quality import LETTERS, word_pieces
 
 
 def embedding_rows(model_dir: Path) -> int | None:
@@ -39,7 +36,7 @@ def _normalize(tok: Any, text: str) -> str:
 def candidate_words(tok: Any, texts: list[str], n: int, min_count: int = 2) -> list[dict[str, Any]]:
     """The n domain words that save the most tokens as one token: count × (pieces − 1), words the base
     tokenizer cuts into ≥ 2 pieces."""
-    counts = Counter(w for t in texts for w in WORD.findall(_normalize(tok, t)))
+    counts = Counter(w for t in texts for w in LETTERS.findall(_normalize(tok, t)))
     vocab = tok.get_vocab()
     words = [w for w, c in counts.items() if c >= min_count and w not in vocab]
     rows = [{"word": w, "count": counts[w], "pieces": p, "saved": counts[w] * (len(p) - 1)}

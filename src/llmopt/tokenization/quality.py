@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 WORD = re.compile(r"\S+")
+LETTERS = re.compile(r"[^\W\d_]+")  # the words worth a token of their own: runs of letters
 
 
 def pieces_per_word(tok: Any, texts: list[str], batch: int = 512) -> tuple[list[int], int, int, set[int]]:
@@ -65,9 +66,9 @@ def word_pieces(tok: Any, words: list[str]) -> list[list[str]]:
 
 
 def worst_split_words(tok: Any, texts: list[str], k: int = 20, min_count: int = 2) -> list[dict[str, Any]]:
-    """The domain words (seen ≥ min_count times) this tokenizer cuts into the most pieces, most frequent first
-    among equals."""
-    counts = Counter(w for t in texts for w in WORD.findall(t) if any(c.isalpha() for c in w))
+    """The domain words (runs of letters seen ≥ min_count times) this tokenizer cuts into the most pieces, most
+    frequent first among equals."""
+    counts = Counter(w for t in texts for w in LETTERS.findall(t))
     words = [w for w, c in counts.items() if c >= min_count]
     rows = [{"word": w, "count": counts[w], "pieces": len(p), "tokens": p}
             for w, p in zip(words, word_pieces(tok, words))]

@@ -152,5 +152,8 @@ def save_tokenizer(tok: "Tokenizer", special_tokens: list[str], out_dir: Path) -
     if tmp.exists():
         shutil.rmtree(tmp)
     to_fast(tok, special_tokens).save_pretrained(str(tmp))
+    cfg_file = tmp / "tokenizer_config.json"  # the class name transformers 4 knows too (5 aliases it)
+    cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text(encoding="utf-8")),
+                                    "tokenizer_class": "PreTrainedTokenizerFast"}, indent=2), encoding="utf-8")
     atomic_replace_dir(tmp, out_dir)
     return out_dir
