@@ -374,6 +374,32 @@ def test_run_directory_picks_a_model(tmp_path: Path) -> None:
     assert resolve_target(tmp_path / "model")[0] == tmp_path / "model"
 
 
+def test_run_directory_serves_what_its_evaluate_stage_recommends(tmp_path: Path) -> None:
+    from llmopt.serve.models import resolve_target
+
+    run = tmp_path / "runs" / "r" / "20260101-000000-abc"
+    (run / "stages").mkdir(parents=True)
+    (run / "recipe.resolved.yaml").write_text("name: r\n")
+    for i, (sid, typ) in enumerate([("teacher", "finetune"), ("student", "quantize"), ("evaluate", "evaluate")]):
+        sdir = run / "stages" / f"{i:02d}-{sid}"
+        (sdir / "artifacts" / "model").mkdir(parents=True)
+        (sdir / "config.json").write_text(json.dumps({"id": sid, "type": typ}))
+        (sdir / "DONE").write_text("{}")
+    moved = "/somewhere/else/runs/r/20260101-000000-abc/stages"  # recorded where the run was made, since moved
+    metrics = {"reference": "teacher", "models": {
+        "teacher": {"kind": "model", "accuracy": 0.90, "latency_b1_p50_ms": 10.0,
+                    "path": f"{moved}/00-teacher/artifacts/model"},
+        "student": {"kind": "model", "accuracy": 0.90, "latency_b1_p50_ms": 2.0,
+                    "gate": {"passed": True, "parent": "teacher"}, "path": f"{moved}/01-student/artifacts/model"},
+        "majority": {"kind": "baseline", "accuracy": 0.5, "latency_b1_p50_ms": 0.01}}}
+    (run / "stages" / "02-evaluate" / "metrics.json").write_text(json.dumps(metrics))
+    path, why = resolve_target(run)
+    assert path == run / "stages" / "01-student" / "artifacts" / "model" and "recommends (student)" in why
+    metrics["models"]["student"]["accuracy"] = 0.5  # now nothing beats the teacher within the budget
+    (run / "stages" / "02-evaluate" / "metrics.json").write_text(json.dumps(metrics))
+    assert resolve_target(run)[0] == run / "stages" / "00-teacher" / "artifacts" / "model"
+
+
 def test_cli_errors_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     from llmopt.cli import main
 

@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--no-batching", action="store_true", help="one model call per classify request")
     sv.add_argument("--max-tokens-limit", type=int, default=1024, help="largest max_tokens a request may ask for")
     sv.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
-    sv.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: all cores, at most 8)")
+    sv.add_argument("--threads", type=int, default=None,
+                    help="CPU threads for the model (default: all cores, at most 8)")
     sv.add_argument("--allow-pickle", action="store_true", help="accept *.bin/*.pt weights (weights_only loading)")
     sv.set_defaults(fn=cmd_serve)
 
@@ -39,8 +40,8 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         if not api_key:
             raise LlmoptError(f"--api-key-env {ns.api_key_env}: that environment variable is not set or empty; "
                               f"export {ns.api_key_env}=<key> first.")
-    for flag, value, least in (("--max-batch", ns.max_batch, 1),
-                               ("--max-tokens-limit", ns.max_tokens_limit, 1), ("--max-body-bytes", ns.max_body_bytes, 1)):
+    for flag, value, least in (("--max-batch", ns.max_batch, 1), ("--max-tokens-limit", ns.max_tokens_limit, 1),
+                               ("--max-body-bytes", ns.max_body_bytes, 1)):
         if value < least:
             raise LlmoptError(f"{flag} {value}: must be at least {least}.")
     if not 0 < ns.port < 65536:

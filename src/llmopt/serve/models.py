@@ -222,13 +222,15 @@ def _stage_dirs(run_dir: Path) -> dict[str, Path]:
 
 
 def _entry_folder(entry: dict[str, Any], run_dir: Path) -> Path | None:
+    """The folder an evaluate entry's `path` names: as recorded (relative to where the run ran, runs/<name>/<run>/..
+    from the run's parent folder), or, for a run directory that has moved, the same stages/... under run_dir."""
     p = entry.get("path")
     if not p:
         return None
-    for cand in (Path(p), run_dir.parent.parent.parent / p, Path.cwd() / p):
-        if cand.exists():
-            return cand
-    return None
+    cands = [Path(p), run_dir.parent.parent.parent / p]
+    if "/stages/" in p:
+        cands.append(run_dir / "stages" / p.rsplit("/stages/", 1)[1])
+    return next((c for c in cands if c.exists()), None)
 
 
 def _recommended(sdir: Path, run_dir: Path) -> tuple[Path, str] | None:

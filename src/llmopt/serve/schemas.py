@@ -103,12 +103,6 @@ class ClassifyRequest(_Body):
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
 def usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
