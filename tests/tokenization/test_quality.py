@@ -36,5 +36,8 @@ def test_two_texts_add_up(tok):
 
 def test_worst_split_words_rank_pieces_then_count(tok):
     assert word_pieces(tok, ["unbelievable", "cat"]) == [["un", "##believ", "##able"], ["cat"]]
-    rows = worst_split_words(tok, ["unbelievable cat cat dog", "unbelievable cat dog"], k=2, min_count=2)
-    assert [(r["word"], r["count"], r["pieces"]) for r in rows] == [("unbelievable", 2, 3), ("cat", 3, 1)]
+    texts = ["unbelievable cat cat dog unable", "unbelievable, cat dog catsat catsat unable unable", "unbelievably"]
+    # more pieces first, then more often: unbelievable (3 pieces, twice) before unable (un ##able, 3 times);
+    # one-piece words (cat; catsat = [UNK], no ##sat) are not listed; unbelievably is seen once (< min_count)
+    rows = worst_split_words(tok, texts, k=5, min_count=2)
+    assert [(r["word"], r["count"], r["pieces"]) for r in rows] == [("unbelievable", 2, 3), ("unable", 3, 2)]

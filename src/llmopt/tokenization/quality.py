@@ -66,11 +66,11 @@ def word_pieces(tok: Any, words: list[str]) -> list[list[str]]:
 
 
 def worst_split_words(tok: Any, texts: list[str], k: int = 20, min_count: int = 2) -> list[dict[str, Any]]:
-    """The domain words (runs of letters seen ≥ min_count times) this tokenizer cuts into the most pieces, most
-    frequent first among equals."""
+    """The domain words (runs of letters seen ≥ min_count times) this tokenizer cuts into the most pieces (≥ 2),
+    most frequent first among equals."""
     counts = Counter(w for t in texts for w in LETTERS.findall(t))
     words = [w for w, c in counts.items() if c >= min_count]
     rows = [{"word": w, "count": counts[w], "pieces": len(p), "tokens": p}
-            for w, p in zip(words, word_pieces(tok, words))]
+            for w, p in zip(words, word_pieces(tok, words)) if len(p) >= 2]
     rows.sort(key=lambda r: (-r["pieces"], -r["count"], r["word"]))
     return rows[:k]
