@@ -411,6 +411,40 @@ def test_cli_errors_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
     assert main(["serve", str(tmp_path), "--stage", "x"]) == 2
 
 
+def test_cli_serves_with_the_key_from_the_environment(tiny_bert: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    env = {**os.environ, "MY_SERVE_KEY": "k-123", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "llmopt.cli", "serve", str(tiny_bert), "--port", str(port),
+                             "--api-key-env", "MY_SERVE_KEY", "--threads", "1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = httpx.get(f"{url}/health", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read()
+        assert health["kind"] == "classifier"
+        assert httpx.post(f"{url}/v1/classify", json={"input": "x"}).status_code == 401
+        r = httpx.post(f"{url}/v1/classify", json={"input": "x"}, headers={"Authorization": "Bearer k-123"})
+        assert r.status_code == 200 and len(r.json()["data"]) == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert "http://127.0.0.1:" in proc.stderr.read()
+
+
 @pytest.mark.slow
 def test_smollm2_chat_completion() -> None:
     openai = pytest.importorskip("openai")
