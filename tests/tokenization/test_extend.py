@@ -82,3 +82,19 @@ def test_tokenizer_larger_than_embedding_and_exports_are_refused(tmp_path, tiny_
     (onnx / "model.onnx").write_bytes(b"onnx")
     with pytest.raises(ModelError, match="base: .* no input embeddings"):
         load_for_extend(onnx)
+
+
+@pytest.mark.slow
+def test_extend_real_smollm2_keeps_old_outputs():
+    from llmopt.llm import smollm2_path
+
+    model, tok = load_for_extend(smollm2_path())
+    before = _logits(model, tok, OLD_TEXT)
+    info = extend_vocabulary(model, tok, DOMAIN, n=2)
+    assert info["added"] == 2 and info["tied_head"]
+    for a, b in zip(before, _logits(model, tok, OLD_TEXT)):
+        assert torch.equal(a, b[..., : a.shape[-1]])
+    ids = tok("a scriptwrightery of cinemaphotonics", return_tensors="pt")["input_ids"]
+    assert {r["id"] for r in info["tokens"]} <= set(ids[0].tolist())
+    with torch.no_grad():  # the new rows predict like their pieces: a finite, sane next-token distribution
+        assert torch.isfinite(model(input_ids=ids).logits).all()
