@@ -152,7 +152,7 @@ QUICK = {**FULL, "layers": [0, 2], "limits": "\n    max_train_rows: 200\n    max
 
 
 def student_recipe(c: dict, model: str, quick: bool) -> str:
-    src = f"{{train: {DATA / 'sst2' / 'train.jsonl'}, dev: {DATA / 'sst2' / 'dev.jsonl'}, test: {DATA / 'sst2' / 'test.jsonl'}}}"
+    src = "{" + ", ".join(f"{s}: {DATA / 'sst2' / f'{s}.jsonl'}" for s in ("train", "dev", "test")) + "}"
     tr = "learning_rate: 1.0e-4, batch_size: 32, max_length: 64" + c["steps"]
     return f"""\
 version: 1

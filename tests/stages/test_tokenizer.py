@@ -33,7 +33,8 @@ stages:
     base: {tiny_bert}
     train: {{algorithm: unigram, vocab_size: 320, min_frequency: 1}}
     student_layers: [1]
-  - {{id: extend, type: tokenizer, mode: extend, data: null, texts: [{extra}], base: {tiny_bert}, add_tokens: 3, min_count: 2}}
+  - {{id: extend, type: tokenizer, mode: extend, data: null, texts: [{extra}], base: {tiny_bert}, add_tokens: 3,
+      min_count: 2}}
   - id: ft
     type: finetune
     data: data

@@ -64,14 +64,16 @@ def _corpus(cfg: TokenizerConfig, ctx: StageContext) -> tuple[list[str], list[st
 
 def run(cfg: TokenizerConfig, ctx: StageContext) -> StageResult:
     """Train (or extend) the tokenizer, save it, and report its quality beside the base tokenizer's."""
+    from llmopt.fsutil import atomic_write_bytes
     from llmopt.models import display_path, load_tokenizer, read_inference_settings, resolve_model_ref, save_model
     from llmopt.tokenization.extend import check_tokenizer_fits, extend_vocabulary, load_for_extend
     from llmopt.tokenization.quality import quality, word_pieces, worst_split_words
     from llmopt.tokenization.train import save_tokenizer, train_tokenizer
 
     train_texts, held = _corpus(cfg, ctx)
+    held_from = f"the data stage's {cfg.heldout} split" if cfg.data else "the last tenth of texts:"
     metrics: dict[str, Any] = {"mode": cfg.mode, "train_texts": len(train_texts), "heldout_texts": len(held),
-                               "train_chars": sum(map(len, train_texts)), "heldout_split": cfg.heldout}
+                               "train_chars": sum(map(len, train_texts)), "heldout_split": held_from}
     base_dir = base_tok = None
     if cfg.base is not None:
         base_dir = resolve_model_ref(model_ref_str(cfg.base), ctx.stage_dirs)
@@ -100,9 +102,9 @@ def run(cfg: TokenizerConfig, ctx: StageContext) -> StageResult:
         base_tok = load_tokenizer(base_dir)
         info = extend_vocabulary(model, ours, train_texts, cfg.add_tokens, cfg.min_count)
         save_model(model, ours, ctx.out_dir / "model", inference=read_inference_settings(base_dir) or None)
-        for name in ("llmopt_instruction.json",):  # a causal LM keeps the prompt format it was trained with
-            if (base_dir / name).is_file():
-                (ctx.out_dir / "model" / name).write_bytes((base_dir / name).read_bytes())
+        if (base_dir / "llmopt_instruction.json").is_file():  # a causal LM keeps the prompt format it was trained with
+            atomic_write_bytes(ctx.out_dir / "model" / "llmopt_instruction.json",
+                               (base_dir / "llmopt_instruction.json").read_bytes())
         metrics.update(extend={k: v for k, v in info.items() if k != "tokens"}, added_tokens=info["tokens"][:50],
                        quality=quality(ours, held), params=int(sum(p.numel() for p in model.parameters())))
     if base_tok is not None:
@@ -136,7 +138,7 @@ def section(sid: str, m: dict, doc: Any) -> None:
               "each new embedding row is the mean of the rows of the pieces the base tokenizer cut the word into"
               + ("; the LM head is tied to it." if e["tied_head"] else "."))
     rows = [["ours", q]] + ([[f"base ({m['base']})", b]] if b else [])
-    doc.p(f"Held-out text: {m['heldout_texts']:,} texts of the '{m['heldout_split']}' split ({q['words']:,} words).")
+    doc.p(f"Held-out text: {m['heldout_texts']:,} texts, {m['heldout_split']} ({q['words']:,} words).")
     doc.table(["tokenizer", "vocab", "tokens / word", "words in ≥2 pieces %", "unknown %", "vocab used %"],
               [[name, f"{r['vocab_size']:,}", f"{r['fertility']:.3f}", f"{100 * r['split_share']:.1f}",
                 f"{100 * r['unk_rate']:.2f}", f"{100 * r['vocab_utilization']:.1f}"] for name, r in rows])
