@@ -99,45 +99,55 @@ def part_quality(quick: bool) -> dict:
 
 
 # ---------------------------------------------------------------- throughput
-def _time_ours(texts: list[str], algorithm: str) -> float:
+def _time_ours(texts: list[str], algorithm: str, threads: int) -> float:
     from llmopt.tokenization.train import train_tokenizer
 
+    # tokenizers reads TOKENIZERS_PARALLELISM at each call: "false" = one thread; else its RAYON_NUM_THREADS pool
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if threads > 1 else "false"
     t0 = time.perf_counter()
     train_tokenizer(texts, settings(algorithm))
     return time.perf_counter() - t0
 
 
-def _time_spm(texts: list[str], model_type: str) -> float:
+def _time_spm(texts: list[str], model_type: str, threads: int) -> float:
     import sentencepiece as spm
 
     t0 = time.perf_counter()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=io.BytesIO(), model_type=model_type, vocab_size=VOCAB,
-        num_threads=THREADS, character_coverage=1.0, byte_fallback=True, split_digits=True,
+        num_threads=threads, character_coverage=1.0, byte_fallback=True, split_digits=True,
         normalization_rule_name="nfkc", input_sentence_size=0, shuffle_input_sentence=False,
         max_sentence_length=1 << 16, hard_vocab_limit=False, minloglevel=2)
     return time.perf_counter() - t0
+
+
+def _speeds(texts: list[str], mb: float, threads: int, repeats: int) -> tuple[dict, dict]:
+    runs = {**{a: (_time_ours, a) for a in ALGORITHMS},
+            "sentencepiece": (_time_spm, "bpe"), "sentencepiece_unigram": (_time_spm, "unigram")}
+    secs: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats):  # side by side: each repeat runs every trainer once, in turn
+        for name, (fn, arg) in runs.items():
+            secs[name].append(fn(texts, arg, threads))
+    speed = {k: mb / statistics.median(v) for k, v in secs.items()}
+    ratio = speed["bpe"] / speed["sentencepiece"]
+    for k in runs:
+        print(f"{threads} thread(s) train {k:22} {speed[k]:7.3f} MB/s  ({statistics.median(secs[k]):.2f} s "
+              f"for {mb:.2f} MB)")
+    print(f"{threads} thread(s) BPE vs sentencepiece BPE: {ratio:.2f}x "
+          f"(floor 1.0x: {'met' if ratio >= 1 else 'NOT met'})")
+    return {**speed, "bpe_vs_sentencepiece": ratio, "floor_met": ratio >= 1.0}, secs
 
 
 def part_speed(quick: bool) -> dict:
     texts = (read_texts(DATA / "sst2" / "train.jsonl") + read_texts(DATA / "trec" / "train.jsonl"))
     texts = texts[:3000] if quick else texts
     mb = sum(len(t.encode("utf-8")) + 1 for t in texts) / 1e6
-    runs = {**{a: (_time_ours, a) for a in ALGORITHMS},
-            "sentencepiece": (_time_spm, "bpe"), "sentencepiece_unigram": (_time_spm, "unigram")}
-    secs: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(1 if quick else 3):  # side by side: each repeat runs every trainer once, in turn
-        for name, (fn, arg) in runs.items():
-            secs[name].append(fn(texts, arg))
-    med = {k: statistics.median(v) for k, v in secs.items()}
-    speed = {k: mb / s for k, s in med.items()}
-    ratio = speed["bpe"] / speed["sentencepiece"]
-    for k in runs:
-        print(f"train {k:22} {speed[k]:7.3f} MB/s  ({med[k]:.2f} s for {mb:.2f} MB)")
-    print(f"BPE vs sentencepiece BPE: {ratio:.2f}x (floor 1.0x: {'met' if ratio >= 1 else 'NOT met'})")
-    return {"train_mb_per_s": {**speed, "bpe_vs_sentencepiece": ratio, "floor_met": ratio >= 1.0},
+    repeats = 1 if quick else 3
+    speed, secs = _speeds(texts, mb, THREADS, repeats)
+    single, secs1 = _speeds(texts, mb, 1, repeats) if THREADS > 1 else (speed, secs)
+    return {"train_mb_per_s": speed, "train_mb_per_s_1_thread": single,
             "train_setup": {"corpus": "SST-2 train + TREC train", "mb": mb, "texts": len(texts), "vocab_size": VOCAB,
-                            "threads": THREADS, "repeats": len(secs["bpe"]), "seconds": secs,
+                            "threads": THREADS, "repeats": repeats, "seconds": secs, "seconds_1_thread": secs1,
                             "ours": "llmopt.tokenization.train_tokenizer (NFKC, punctuation + digit split, byte "
                                     "fallback for bpe/unigram), byte pieces and alphabet check included",
                             "sentencepiece": "SentencePieceTrainer (nfkc, split_digits, byte_fallback, character "
