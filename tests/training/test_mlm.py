@@ -169,18 +169,22 @@ def test_mlm_finetune_lowers_held_out_loss_and_its_folder_is_a_classifier_base(t
 
 
 def test_an_encoder_without_mlm_head_reports_no_before(tmp_path, tiny_bert):
-    """A base saved without a masked-LM head (like the bundled MiniLM) starts with a random head: no 'before'."""
-    text = tmp_path / "d.txt"
-    text.write_text("\n\n".join(_docs(60)))
+    """A base saved without a masked-LM head (like the bundled MiniLM) starts with a random head: no 'before'.
+    The text comes from a data stage (its train texts; dev texts held out)."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": d, "label": "a" if i % 2 else "b"}) + "\n"
+                            for i, d in enumerate(_docs(60))))
     recipe = _recipe(tmp_path, f"""\
+  - {{id: data, type: data, source: {{path: {rows}}}, split: {{dev: 0.2, test: 0.2}}}}
   - id: adapt
     type: finetune
     task: mlm
+    data: data
     model: {tiny_bert}
-    text: {text}
     train: {{epochs: 1, batch_size: 16, max_length: 32}}
 """)
-    m = _metrics(run_recipe(recipe, runs_root=tmp_path / "runs"), "00-adapt")
+    m = _metrics(run_recipe(recipe, runs_root=tmp_path / "runs"), "01-adapt")
+    assert m["train_documents"] == 36 and m["dev_documents"] == 12
     assert m["head_initialised"] and m["domain_eval"]["domain"]["before"] is None
     assert m["domain_eval_note"] and m["carried_from_base"] == ["bert.pooler.dense.bias", "bert.pooler.dense.weight"]
 
