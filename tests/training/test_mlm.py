@@ -223,3 +223,22 @@ def test_mlm_fields_are_checked_before_the_run():
         FinetuneConfig(id="a", task="mlm", text="x.txt", lora={"r": 4})
     with pytest.raises(ValidationError, match="general_text"):
         FinetuneConfig(id="a", data="data", general_text="g.txt")
+
+
+def test_training_loss_on_masked_positions_only_equals_the_models_own_loss(mlm_base):
+    import torch
+
+    from llmopt.models import load_tokenizer
+    from llmopt.training.mlm import MlmCollator, encode_documents, load_masked_lm, masked_lm_trainer
+
+    model, _ = load_masked_lm(mlm_base)
+    model.eval()
+    tok = load_tokenizer(mlm_base)
+    torch.manual_seed(0)
+    batch = MlmCollator(tok)([{k: e[k] for k in ("input_ids", "attention_mask", "special_tokens_mask")}
+                              for e in encode_documents(tok, _docs(40), 24)])
+    trainer_cls = masked_lm_trainer()
+    with torch.no_grad():
+        fast = trainer_cls.compute_loss(trainer_cls.__new__(trainer_cls), model, dict(batch))
+        full = model(**batch).loss
+    assert float(fast) == pytest.approx(float(full), rel=1e-5)

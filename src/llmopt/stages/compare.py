@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from llmopt.stages.base import BuiltinModel, ModelRef, StageConfig, StageContext, StageRef, StageResult
+from llmopt.stages.base import BuiltinModel, ModelRef, StageConfig, StageContext, StageRef, StageResult, model_ref_str
 from llmopt.training.config import TrainConfig
 
 
@@ -114,6 +114,7 @@ def run(cfg: CompareConfig, ctx: StageContext) -> StageResult:
     return StageResult({
         "baseline": cfg.baseline, "treatment": cfg.treatment, "model": display_path(base), "split": cfg.split,
         "treatment_model": display_path(bases["treatment"]) if cfg.treatment_model is not None else None,
+        "treatment_model_ref": model_ref_str(cfg.treatment_model) if cfg.treatment_model is not None else None,
         "n_eval": len(held_out), "seeds": list(cfg.seeds),
         "n_train": {arm: runs[arm][0]["n_train"] for arm in runs},
         "accuracy": {arm: [r["accuracy"] for r in runs[arm]] for arm in runs},
@@ -128,8 +129,9 @@ def section(sid: str, m: dict, doc: Any) -> None:
 
     g = m["accuracy_gain"]
     if m.get("treatment_model"):
-        doc.h(2, f"Measured gain: {short_path(m['treatment_model'])} vs {short_path(m['model'])} ({sid})")
-        doc.p(f"{short_path(m['model'])} (baseline) and {short_path(m['treatment_model'])} (treatment) fine-tuned on "
+        treated = m.get("treatment_model_ref") or short_path(m["treatment_model"])
+        doc.h(2, f"Measured gain: {treated} vs {short_path(m['model'])} ({sid})")
+        doc.p(f"{short_path(m['model'])} (baseline) and {treated} (treatment) fine-tuned on "
               f"'{m['treatment']}' ({m['n_train']['treatment']:,} train rows) with seeds "
               f"{', '.join(map(str, m['seeds']))}; accuracy on {m['split']} ({m['n_eval']:,} rows). Gain "
               f"{100 * g['mean']:+.2f} points, 95% interval [{100 * g['ci'][0]:+.2f}, {100 * g['ci'][1]:+.2f}] "

@@ -328,7 +328,7 @@ def _run_mlm(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
         "head_initialised": head_new,
         "carried_from_base": carried,
         "domain_eval": domain,
-        "domain_eval_note": ("no 'before': the base has no masked-LM head (it starts random), so the starting "
+        "domain_eval_note": ("No 'before': the base has no masked-LM head (it starts random), so the starting "
                              "model's pseudo-perplexity would measure a random head" if head_new and domain else None),
         "train_tokens_per_s": tokens_now / runtime if runtime > 0 else None,
         "resumed_from": str(resume) if resume else None,

@@ -351,10 +351,9 @@ def train_masked_lm(
     work_dir/initial_eval.json so a resumed run reports the same) and `dev_loss` of the best checkpoint.
     """
     from datasets import Dataset
-    from transformers import Trainer
 
     from llmopt.fsutil import atomic_write_json, read_json
-    from llmopt.training.mlm import MlmCollator, mean_masked_nll
+    from llmopt.training.mlm import MlmCollator, masked_lm_trainer, mean_masked_nll
 
     work_dir = Path(work_dir)
     initial = work_dir / "initial_eval.json"
@@ -370,7 +369,7 @@ def train_masked_lm(
     train_cols = ("input_ids", "attention_mask", "special_tokens_mask")
     dev_cols = ("input_ids", "attention_mask", "labels")
     trainer, metrics = _run_trainer(
-        Trainer, model, tokenizer,
+        masked_lm_trainer(), model, tokenizer,
         train_dataset=Dataset.from_dict({c: [e[c] for e in train_dataset] for c in train_cols}),
         eval_dataset=Dataset.from_dict({c: [e[c] for e in dev_dataset] for c in dev_cols}),
         collator=MlmCollator(tokenizer), cfg=cfg, seed=seed, work_dir=work_dir,
