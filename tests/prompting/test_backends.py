@@ -47,6 +47,35 @@ def test_label_scoring_equals_a_hand_computation(local: LocalHF):
     assert int(np.argmax(got["logprobs"])) == int(np.argmax(probs))
 
 
+def test_shared_prefix_scoring_equals_the_runners_batched_scoring(local: LocalHF):
+    # labels of 1, 2 and 3 tokens (before the end-of-turn token), so padding is exercised
+    words = ["good", "not good", "somewhat unclear"]
+    ids = local.chat_ids(CHAT)
+    conts = local.continuations(words)
+    assert sorted(len(c) for c in conts) != [len(conts[0])] * 3
+    assert local.shared_prefix
+    np.testing.assert_allclose(local.score_labels(CHAT, words)["logprobs"],
+                               local.runner.continuation_logprobs(ids, conts), atol=1e-4)
+
+
+def test_few_shot_prefix_is_computed_once_and_scores_stay_exact(local: LocalHF):
+    shots = [{"role": "system", "content": "Label reviews."}, {"role": "user", "content": "a great film"},
+             {"role": "assistant", "content": "good"}, {"role": "user", "content": "a dull mess"},
+             {"role": "assistant", "content": "bad"}]
+    words = ["good", "not good"]
+    local._held = None
+    for query in ("i loved it", "tedious and flat"):
+        chat = shots + [{"role": "user", "content": query}]
+        got = local.score_labels(chat, words)["logprobs"]
+        if query == "i loved it":
+            held = local._held
+            assert held is not None and len(held[0]) > 16
+        else:
+            assert local._held is held  # the second row reused the examples' cache
+        np.testing.assert_allclose(got, local.runner.continuation_logprobs(local.chat_ids(chat),
+                                                                           local.continuations(words)), atol=1e-4)
+
+
 def test_cache_hits_skip_calls_and_keys_include_decoding_params(local: LocalHF, tmp_path: Path):
     cache = CallCache(tmp_path / "calls.sqlite")
     b = Cached(local, cache)

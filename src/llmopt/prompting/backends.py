@@ -5,8 +5,9 @@ A backend has `name`, `model` (its identity in the cache key), `concurrency` (ho
 answer word) and `generate(messages, max_tokens) -> {"text": str, "prompt_tokens": n, "completion_tokens": m}`.
 
 - `LocalHF`: a Hugging Face causal LM through llmopt's one loader (eval/causal.py `load_causal_runner`), the chat
-  template applied; the answer words are scored together in one batched forward per prompt
-  (`HFRunner.continuation_logprobs`); free generation is greedy and stops at the end of the turn.
+  template applied; the answer words are scored together: one forward over the prompt, then one batched forward of
+  every label's tokens over its KV cache (`shared_prefix_logprobs`; `HFRunner.continuation_logprobs`, which repeats
+  the prompt per label, for other runners); free generation is greedy and stops at the end of the turn.
 - `OpenAIChat`: an OpenAI-compatible `/chat/completions` endpoint over httpx: `base_url`, `model`, the API key
   read from an environment variable, a timeout, retries with exponential backoff on 429 and 5xx (and on
   connection errors), and at most `max_concurrency` requests in flight (a semaphore).
@@ -14,6 +15,7 @@ answer word) and `generate(messages, max_tokens) -> {"text": str, "prompt_tokens
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import time
@@ -38,6 +40,7 @@ class LocalHF:
         self.tokenizer = self.runner.tokenizer
         self.model = _model_identity(self.path)
         self.calls = 0
+        self._held: tuple[list[int], Any] | None = None  # (prefix ids, their KV cache), see _prefix_cache
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
         tok = self.tokenizer
@@ -56,8 +59,37 @@ class LocalHF:
     def score_labels(self, messages: list[dict], words: list[str]) -> dict[str, Any]:
         self.calls += 1
         ids = self.chat_ids(messages)
-        return {"logprobs": self.runner.continuation_logprobs(ids, self.continuations(words)),
-                "prompt_tokens": len(ids)}
+        conts = self.continuations(words)
+        if self.shared_prefix:
+            scores = shared_prefix_logprobs(self.runner, ids, conts, self._prefix_cache(messages, ids))
+        else:  # e.g. llama.cpp: the runner's own scoring
+            scores = self.runner.continuation_logprobs(ids, conts)
+        return {"logprobs": scores, "prompt_tokens": len(ids)}
+
+    def _prefix_cache(self, messages: list[dict], ids: list[int]) -> tuple[list[int], Any] | None:
+        """The KV cache of everything before the last user turn (system prompt, few-shot turns), kept for the next
+        call: 300 rows under one fixed set of examples compute the examples once, not 300 times."""
+        import torch
+
+        held = self._held
+        if held is not None and len(held[0]) < len(ids) and ids[: len(held[0])] == held[0]:
+            return held
+        if len(messages) < 2 or not getattr(self.tokenizer, "chat_template", None):
+            return None
+        text = self.tokenizer.apply_chat_template(messages[:-1], tokenize=False)
+        pre = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(pre) < 16 or len(pre) >= len(ids) or ids[: len(pre)] != pre:  # not a token prefix: no reuse
+            return None
+        with self.runner._threads(), torch.inference_mode():
+            cache = self.runner.model(torch.tensor([pre]), use_cache=True).past_key_values
+        self._held = (pre, cache)
+        return self._held
+
+    @property
+    def shared_prefix(self) -> bool:
+        from llmopt.eval.causal import HFRunner
+
+        return isinstance(self.runner, HFRunner) and not self.runner.static_cache
 
     def generate(self, messages: list[dict], max_tokens: int) -> dict[str, Any]:
         import torch
@@ -72,6 +104,36 @@ class LocalHF:
         new = out[0, len(ids):].tolist()
         return {"text": tok.decode(new, skip_special_tokens=True), "prompt_tokens": len(ids),
                 "completion_tokens": len(new)}
+
+
+def shared_prefix_logprobs(runner: Any, prompt_ids: list[int], conts: list[list[int]],
+                           prefix: tuple[list[int], Any] | None = None) -> list[float]:
+    """log p(continuation | prompt) for every continuation, the prompt computed once: one forward over the prompt
+    (its last position predicts every continuation's first token), then one batched forward of the continuations'
+    remaining tokens over copies of the prompt's KV cache. The same numbers as HFRunner.continuation_logprobs, which
+    runs the whole prompt once per label (6 times for TREC's 6 labels). `prefix` = (the first ids of the prompt,
+    their KV cache): only the rest of the prompt is computed (the cache is copied, not changed)."""
+    import torch
+
+    model = runner.model
+    with runner._threads(), torch.inference_mode():
+        start = len(prefix[0]) if prefix is not None else 0
+        out = model(torch.tensor([prompt_ids[start:]]), use_cache=True,
+                    past_key_values=copy.deepcopy(prefix[1]) if prefix is not None else None)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        scores = [float(first[c[0]]) for c in conts]
+        width = max(len(c) for c in conts) - 1
+        if width > 0:
+            n = len(conts)
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(n)
+            x = torch.tensor([c[:-1] + [c[-1]] * (width - len(c) + 1) for c in conts])  # right-padded
+            mask = torch.tensor([[1] * len(prompt_ids) + [1] * (len(c) - 1) + [0] * (width - len(c) + 1)
+                                 for c in conts])
+            logp = torch.log_softmax(model(x, past_key_values=cache, attention_mask=mask).logits.float(), dim=-1)
+            for i, c in enumerate(conts):
+                scores[i] += float(logp[i, torch.arange(len(c) - 1), torch.tensor(c[1:])].sum())
+    return scores
 
 
 def _model_identity(path: Path) -> str:

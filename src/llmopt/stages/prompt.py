@@ -143,7 +143,7 @@ def run(cfg: PromptConfig, ctx: StageContext) -> StageResult:
         if zero not in grid:
             grid.insert(0, zero)
         dev = data.split(cfg.select_on)
-        table = _grid_table(grid, zero, dev, data.ids(dev), cfg.repeats, **common)
+        table = grid_table(grid, zero, dev, data.ids(dev), cfg.repeats, **common)
         best_row = max(table, key=lambda r: (r["accuracy"], -r["k"]))  # ties: the shorter prompt
         best = next(s for s in grid if s.name == best_row["name"])
         art = _artifact(best, best_row, labels, pool, cfg, ctx.seed)
@@ -164,9 +164,10 @@ def run(cfg: PromptConfig, ctx: StageContext) -> StageResult:
     return StageResult(metrics)
 
 
-def _grid_table(grid: list, zero: Any, rows: list[dict], y: list[int], repeats: int, *, resamples: int,
-                **common: Any) -> list[dict[str, Any]]:
-    """Every setting on the rows: stats over repeats, and the paired test against zero-shot."""
+def grid_table(grid: list, zero: Any, rows: list[dict], y: list[int], repeats: int, *, resamples: int,
+               on_row: Any = None, **common: Any) -> list[dict[str, Any]]:
+    """Every setting on the rows: stats over repeats, and the paired test against zero-shot; `on_row(row)` is
+    called as each setting finishes (progress)."""
     from llmopt.prompting.run import paired_repeats, repeat_stats, run_setting
 
     n_labels = len(common["labels"])
@@ -182,6 +183,8 @@ def _grid_table(grid: list, zero: Any, rows: list[dict], y: list[int], repeats: 
                       "unparseable": [r["unparseable"] for r in runs], "calls": sum(r["calls"] for r in runs),
                       "cached": sum(r["cached"] for r in runs), "seconds": round(secs, 2), "prompt_tokens": toks,
                       "prompt_tokens_per_s": toks / secs if toks and secs > 0 else None, "_preds": preds})
+        if on_row is not None:
+            on_row(table[-1])
     ref = next(r for r in table if r["name"] == zero.name)
     for r in table:
         r["vs_zero_shot"] = (None if r is ref else
