@@ -39,7 +39,7 @@ A = {"full": {"adapt_epochs": 1, "adapt_docs": None, "train_rows": None, "test_r
 # (~24k tokens) train in ~11 minutes, the four measures and the dev evaluations take ~3
 B = {"full": {"train_speeches": 3, "held_out": 3, "block": 256, "eval_tokens": 6000, "epochs": 1, "max_chars": None,
               "held_chars": 8000},
-     "quick": {"train_speeches": 1, "held_out": 1, "block": 128, "eval_tokens": 300, "epochs": 1,
+     "quick": {"train_speeches": 1, "held_out": 1, "block": 64, "eval_tokens": 300, "epochs": 1,
                "max_chars": 2000, "held_chars": 1200}}
 
 
