@@ -92,7 +92,10 @@ def pseudo_perplexity(model: Any, tokenizer: Any, examples: list[dict], batch_si
     similar length go through the model together, `batch_size` at a time."""
     import torch
 
+    from llmopt.training.mlm import masked_positions_head
+
     mask_id, pad = tokenizer.mask_token_id, tokenizer.pad_token_id or 0
+    head = masked_positions_head(model)
     jobs = [(i, p) for i, e in enumerate(examples) for p, sp in enumerate(e["special_tokens_mask"]) if not sp]
     jobs.sort(key=lambda j: len(examples[j[0]]["input_ids"]))
     docs, nlls = [], []
@@ -112,7 +115,11 @@ def pseudo_perplexity(model: Any, tokenizer: Any, examples: list[dict], batch_si
                     ids[r, p] = mask_id
                 pos = torch.tensor([p for _, p in batch])
                 rows = torch.arange(len(batch))
-                logits = model(input_ids=ids, attention_mask=att).logits[rows, pos].float()
+                if head is not None:  # the vocabulary logits at the masked position only
+                    logits = head(model.base_model(input_ids=ids, attention_mask=att).last_hidden_state[rows, pos])
+                else:
+                    logits = model(input_ids=ids, attention_mask=att).logits[rows, pos]
+                logits = logits.float()
                 target = torch.tensor([examples[i]["input_ids"][p] for i, p in batch])
                 nll = torch.nn.functional.cross_entropy(logits, target, reduction="none")
                 docs += [examples[i]["doc"] for i, _ in batch]
