@@ -10,9 +10,11 @@ directory), scored here on the same 300 dev rows (their causal.json numbers are 
     python bench/prompt.py            # the full run (est. ~30 min on 2 free cores, empty cache; see Cost)
     python bench/prompt.py --quick    # 16 rows, one repeat, a 400-row pool, SST-2 only (--trec: and TREC)
 
-Cost: SmolLM2 in fp32 prefills ~250 tokens/s on 2 cores (bench/causal.py); the examples of a fixed draw (random,
-balanced) are computed once per pass and kept as a KV cache, so those passes cost about what zero-shot does;
-nearest-neighbour prompts differ per row and cost ~4x. Per task: 2 zero-shot + 6 fixed-draw passes + 1 nearest pass
+Cost: SmolLM2 in fp32 prefills ~250 tokens/s on 2 cores (bench/causal.py); each prompt starts from the KV cache
+of the prefix it shares with the previous prompt (system prompt, a fixed draw's examples, the instruction before
+the text), so fixed-draw passes (random, balanced) cost about what zero-shot does; nearest-neighbour prompts differ
+per row and cost ~4x. prompt_tokens_per_s = prompt length scored per second; computed_tokens_per_s = the tokens
+actually run through the model per second. Per task: 2 zero-shot + 6 fixed-draw passes + 1 nearest pass
 over 300 rows ≈ 2,700 calls, estimated ~15 min per task on 2 free cores; --quick took 585 s on a machine loaded 7
 deep (2 cores). Every call is cached (prompt-calls.sqlite), so an interrupted run resumes where it stopped.
     --no-cache                        # every call to the model (default: the on-disk call cache)
@@ -195,14 +197,18 @@ def main(argv: list[str]) -> int:
         "wall_s": round(time.perf_counter() - t_all, 1), "sst2_wall_s": round(sst_wall, 1),
         "trec_wall_s": round(trec_wall, 1) if trec_wall else None,
         "model_calls": calls, "prompt_tokens_scored": fresh_tok,
-        "prompt_tokens_per_s": round(fresh_tok / fresh_s, 1) if fresh_s else None,
+        "prompt_tokens_per_s": round(fresh_tok / fresh_s, 1) if fresh_s else None,  # prompt length per second
+        "computed_prompt_tokens": inner.computed_tokens, "reused_prompt_tokens": inner.reused_tokens,
+        "computed_tokens_per_s": round(inner.computed_tokens / fresh_s, 1) if fresh_s else None,
         "threads": threads, "load_average_at_end": os.getloadavg()[0],
     }
     out = RESULTS / ("prompt.quick.json" if quick else "prompt.json")
     from llmopt.fsutil import atomic_write_json
 
     atomic_write_json(out, result)
-    print(json.dumps({k: result[k] for k in ("best_sst2", "wall_s", "model_calls", "prompt_tokens_per_s")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("best_sst2", "wall_s", "model_calls", "prompt_tokens_per_s",
+                                             "computed_prompt_tokens", "reused_prompt_tokens",
+                                             "computed_tokens_per_s")}, indent=1))
     print(f"finetuned_minilm {ft['finetuned_minilm']['accuracy']}  sft_smollm2 {ft['sft_smollm2']['accuracy']}")
     print(f"wrote {out}")
     return 0

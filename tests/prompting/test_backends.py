@@ -63,17 +63,26 @@ def test_few_shot_prefix_is_computed_once_and_scores_stay_exact(local: LocalHF):
              {"role": "assistant", "content": "good"}, {"role": "user", "content": "a dull mess"},
              {"role": "assistant", "content": "bad"}]
     words = ["good", "not good"]
-    local._held = None
-    for query in ("i loved it", "tedious and flat"):
+    local._held, local.reused_tokens, local.computed_tokens = None, 0, 0
+
+    def lcp(a: list[int], b: list[int]) -> int:
+        return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+    prev: list[int] = []
+    examples = len(local.chat_ids(shots[:-1]))  # the system turn and the first example at least
+    for query in ("i loved it", "tedious and flat", "i loved it"):
         chat = shots + [{"role": "user", "content": query}]
+        ids = local.chat_ids(chat)
+        before = local.reused_tokens, local.computed_tokens
         got = local.score_labels(chat, words)["logprobs"]
-        if query == "i loved it":
-            held = local._held
-            assert held is not None and len(held[0]) > 16
-        else:
-            assert local._held is held  # the second row reused the examples' cache
-        np.testing.assert_allclose(got, local.runner.continuation_logprobs(local.chat_ids(chat),
-                                                                           local.continuations(words)), atol=1e-4)
+        reused, computed = local.reused_tokens - before[0], local.computed_tokens - before[1]
+        assert reused + computed == len(ids)
+        assert reused == (min(lcp(prev, ids), len(ids) - 1) if prev else 0)
+        if prev:
+            assert reused > examples  # the examples came from the previous row's cache
+        np.testing.assert_allclose(got, local.runner.continuation_logprobs(ids, local.continuations(words)),
+                                   atol=1e-4)
+        prev = ids
 
 
 def test_cache_hits_skip_calls_and_keys_include_decoding_params(local: LocalHF, tmp_path: Path):
@@ -179,3 +188,19 @@ def test_http_backend_gives_up_with_a_clear_error_and_does_not_retry_a_400():
     finally:
         server.should_exit = True
         th.join(5)
+
+
+def test_generation_over_http_counts_unparseable_answers(served: str):
+    from llmopt.data.sft import parse_label
+    from llmopt.prompting.run import predict
+    from llmopt.prompting.templates import PromptTemplate
+
+    t = PromptTemplate(name="v", template="Is this {{ labels }}? {{ text }}", label_words={"negative": "bad",
+                                                                                        "positive": "good"})
+    rows = [{"text": f"review {i}", "label": "positive"} for i in range(6)]
+    b = OpenAIChat(served + "/v1", "tiny", retries=3, backoff_s=0.01, max_concurrency=3)
+    out = predict(b, t, rows, ["negative", "positive"], "generate", lambda i, r: [], max_new_tokens=3)
+    parsed = [parse_label(a, {"negative": "bad", "positive": "good"}) for a in out["answers"]]
+    assert len(out["answers"]) == 6 and out["unparseable"] == sum(p is None for p in parsed)
+    assert out["preds"] == [2 if p is None else ["negative", "positive"].index(p) for p in parsed]
+    b.close()

@@ -40,7 +40,8 @@ class LocalHF:
         self.tokenizer = self.runner.tokenizer
         self.model = _model_identity(self.path)
         self.calls = 0
-        self._held: tuple[list[int], Any] | None = None  # (prefix ids, their KV cache), see _prefix_cache
+        self._held: tuple[list[int], Any] | None = None  # (last prompt ids, their KV cache), see _prefix_cache
+        self.reused_tokens = self.computed_tokens = 0  # prompt tokens taken from the held cache / computed
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
         tok = self.tokenizer
@@ -61,29 +62,34 @@ class LocalHF:
         ids = self.chat_ids(messages)
         conts = self.continuations(words)
         if self.shared_prefix:
-            scores = shared_prefix_logprobs(self.runner, ids, conts, self._prefix_cache(messages, ids))
+            prefix = self._prefix_cache(ids)
+            reused = len(prefix[0]) if prefix else 0
+            scores, cache = shared_prefix_logprobs(self.runner, ids, conts, prefix, keep=True)
+            self._held = (ids, cache)
+            self.reused_tokens += reused
+            self.computed_tokens += len(ids) - reused
         else:  # e.g. llama.cpp: the runner's own scoring
             scores = self.runner.continuation_logprobs(ids, conts)
         return {"logprobs": scores, "prompt_tokens": len(ids)}
 
-    def _prefix_cache(self, messages: list[dict], ids: list[int]) -> tuple[list[int], Any] | None:
-        """The KV cache of everything before the last user turn (system prompt, few-shot turns), kept for the next
-        call: 300 rows under one fixed set of examples compute the examples once, not 300 times."""
-        import torch
-
-        held = self._held
-        if held is not None and len(held[0]) < len(ids) and ids[: len(held[0])] == held[0]:
-            return held
-        if len(messages) < 2 or not getattr(self.tokenizer, "chat_template", None):
+    def _prefix_cache(self, ids: list[int]) -> tuple[list[int], Any] | None:
+        """The KV cache of the longest prefix this prompt shares with the previous one (the system prompt, a fixed
+        draw's few-shot turns, the instruction before the text): 300 rows under one set of examples compute the
+        examples once, not 300 times."""
+        if self._held is None:
             return None
-        text = self.tokenizer.apply_chat_template(messages[:-1], tokenize=False)
-        pre = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(pre) < 16 or len(pre) >= len(ids) or ids[: len(pre)] != pre:  # not a token prefix: no reuse
+        prev, cache = self._held
+        n = 0
+        for a, b in zip(prev, ids[:-1]):  # at least the last token is computed: its logits are needed
+            if a != b:
+                break
+            n += 1
+        if n < 8:
             return None
-        with self.runner._threads(), torch.inference_mode():
-            cache = self.runner.model(torch.tensor([pre]), use_cache=True).past_key_values
-        self._held = (pre, cache)
-        return self._held
+        cache = copy.deepcopy(cache)
+        if len(prev) > n:
+            cache.crop(-(len(prev) - n))
+        return ids[:n], cache
 
     @property
     def shared_prefix(self) -> bool:
@@ -107,19 +113,21 @@ class LocalHF:
 
 
 def shared_prefix_logprobs(runner: Any, prompt_ids: list[int], conts: list[list[int]],
-                           prefix: tuple[list[int], Any] | None = None) -> list[float]:
+                           prefix: tuple[list[int], Any] | None = None, keep: bool = False) -> Any:
     """log p(continuation | prompt) for every continuation, the prompt computed once: one forward over the prompt
     (its last position predicts every continuation's first token), then one batched forward of the continuations'
     remaining tokens over copies of the prompt's KV cache. The same numbers as HFRunner.continuation_logprobs, which
     runs the whole prompt once per label (6 times for TREC's 6 labels). `prefix` = (the first ids of the prompt,
-    their KV cache): only the rest of the prompt is computed (the cache is copied, not changed)."""
+    their KV cache, which this changes): only the rest of the prompt is computed. keep: return (scores, the prompt's
+    KV cache) for the next prompt to start from."""
     import torch
 
     model = runner.model
     with runner._threads(), torch.inference_mode():
         start = len(prefix[0]) if prefix is not None else 0
-        out = model(torch.tensor([prompt_ids[start:]]), use_cache=True,
-                    past_key_values=copy.deepcopy(prefix[1]) if prefix is not None else None)
+        out = model(torch.tensor([prompt_ids[start:]]), use_cache=True, logits_to_keep=1,  # the LM head: last only
+                    past_key_values=prefix[1] if prefix is not None else None)
+        kept = copy.deepcopy(out.past_key_values) if keep else None  # before the labels extend it
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
         scores = [float(first[c[0]]) for c in conts]
         width = max(len(c) for c in conts) - 1
@@ -133,7 +141,7 @@ def shared_prefix_logprobs(runner: Any, prompt_ids: list[int], conts: list[list[
             logp = torch.log_softmax(model(x, past_key_values=cache, attention_mask=mask).logits.float(), dim=-1)
             for i, c in enumerate(conts):
                 scores[i] += float(logp[i, torch.arange(len(c) - 1), torch.tensor(c[1:])].sum())
-    return scores
+    return (scores, kept) if keep else scores
 
 
 def _model_identity(path: Path) -> str:

@@ -158,6 +158,8 @@ def run(cfg: PromptConfig, ctx: StageContext) -> StageResult:
         metrics["finetuned"] = _finetuned(cfg, ctx)
     inner = getattr(backend, "inner", backend)
     metrics["calls"] = inner.calls
+    if hasattr(inner, "computed_tokens"):  # local: prompt tokens run through the model / taken from a shared prefix
+        metrics["prompt_tokens"] = {"computed": inner.computed_tokens, "reused": inner.reused_tokens}
     metrics["cache"] = ({"hits": backend.cache.hits, "misses": backend.cache.misses, "path": str(backend.cache.path)}
                         if cfg.cache else None)
     metrics["stage_seconds"] = round(time.perf_counter() - t0, 2)
