@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from llmopt.data.curate.config import ExecutorConfig
 from llmopt.stages.base import ModelRef, StageConfig, StageContext, StageRef, StageResult, Strict, model_ref_str
 
 Op = Literal["synonym", "insert", "swap", "delete", "backtranslate"]
@@ -53,6 +54,8 @@ class AugmentConfig(StageConfig):
     translator: Annotated[ApertiumTranslator | MarianTranslator, Field(discriminator="kind")] | None = None
     filter: LabelFilter | None = None
     chunk_rows: int = Field(1000, ge=1, description="source rows per resumable work chunk")
+    executor: ExecutorConfig = Field(ExecutorConfig(), description="where chunks run: inprocess (default), pool or "
+                                     "dask, as for curate; a marian translator always runs in this process")
 
     @model_validator(mode="after")
     def _translator_iff_backtranslate(self) -> "AugmentConfig":
@@ -106,7 +109,10 @@ def run(cfg: AugmentConfig, ctx: StageContext) -> StageResult:
         return generate_chunk(rows, first, list(cfg.ops), cfg.rate, cfg.copies, ctx.seed, synonyms, translator,
                               cfg.translator.batch_rows if cfg.translator else 1)
 
-    chunks = run_chunks(train, ctx.stage_dir / "work", cfg.chunk_rows, make)
+    if cfg.executor.kind == "inprocess" or (cfg.translator is not None and cfg.translator.kind == "marian"):
+        chunks = run_chunks(train, ctx.stage_dir / "work", cfg.chunk_rows, make)
+    else:
+        chunks = _run_chunks_on_executor(cfg, train, ctx.stage_dir / "work", ctx.seed)
     variants = [v for c in chunks for v in c["variants"]]
     failed = [f for c in chunks for f in c["failed"]]
     f = cfg.filter
@@ -148,6 +154,61 @@ def run(cfg: AugmentConfig, ctx: StageContext) -> StageResult:
         "transfer_rows": len(kept),
         **summary(list(cfg.ops), chunks, kept, dropped),
     })
+
+
+def _run_chunks_on_executor(cfg: AugmentConfig, train: list[dict], work: Any, seed: int) -> list[dict]:
+    """`run_chunks` with the chunks that are not in work/ yet run on `cfg.executor` (each task writes its own
+    chunk file atomically, so a chunk whose worker died is redone)."""
+    from llmopt.data.augment.backtranslate import batches
+    from llmopt.data.curate.executors import make_executor
+    from llmopt.fsutil import read_json
+
+    work.mkdir(parents=True, exist_ok=True)
+    out: dict[int, dict] = {}
+    todo = []
+    for s, e in batches(len(train), cfg.chunk_rows):
+        path = work / f"chunk-{s:09d}.json"
+        if path.is_file():
+            out[s] = {**read_json(path), "reused": True}
+        else:
+            todo.append((train[s:e], s, list(cfg.ops), cfg.rate, cfg.copies, seed,
+                         cfg.translator.model_dump() if cfg.translator else None, str(path)))
+    with make_executor(cfg.executor) as ex:
+        for _, chunk in ex.map_unordered(_chunk_task, todo):
+            out[chunk.pop("_first")] = chunk
+    return [out[s] for s in sorted(out)]
+
+
+_SYNONYMS: list = []
+
+
+def _chunk_task(rows: list[dict], first: int, ops: list[str], rate: float, copies: int, seed: int,
+                translator: dict | None, path: str) -> dict:
+    """One chunk of variants in a worker: WordNet loaded once per process, an apertium translator rebuilt here."""
+    from pathlib import Path
+
+    from llmopt import faults
+    from llmopt.data.augment.build import generate_chunk
+    from llmopt.fsutil import atomic_write_json
+
+    synonyms = None
+    if {"synonym", "insert"} & set(ops):
+        if not _SYNONYMS:
+            from llmopt.data.augment.eda import Synonyms
+            from llmopt.data.augment.wordnet import load_wordnet
+
+            _SYNONYMS.append(Synonyms(load_wordnet()))
+        synonyms = _SYNONYMS[0]
+    tr = None
+    if translator is not None:
+        from llmopt.data.augment.backtranslate import Apertium
+
+        tr = Apertium(translator["forward"], translator["backward"])
+    chunk = generate_chunk(rows, first, ops, rate, copies, seed, synonyms, tr,
+                           translator["batch_rows"] if translator else 1)
+    atomic_write_json(Path(path), chunk)
+    faults.point("augment.chunk")
+    return {**chunk, "_first": first}
 
 
 def section(sid: str, m: dict, doc: Any) -> None:

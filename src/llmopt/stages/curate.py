@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from llmopt.data.curate.config import DedupConfig, FilterConfig, NormalizeConfig
+from llmopt.data.curate.config import DedupConfig, ExecutorConfig, FilterConfig, NormalizeConfig
 from llmopt.stages.base import StageConfig, StageContext, StageRef, StageResult
 
 
@@ -22,7 +22,9 @@ class CurateConfig(StageConfig):
     label_conflicts: Literal["drop", "majority", "review"] = Field(
         "majority", description="duplicates that disagree on the label: drop the cluster, keep its majority label "
                                 "(a tie drops it), or keep the first row and write the cluster to review_items.jsonl")
-    chunk_rows: int = Field(10_000, ge=100, description="train rows per chunk (a finished chunk survives a kill)")
+    chunk_rows: int = Field(10_000, ge=100, description="train rows per partition (a finished one survives a kill)")
+    executor: ExecutorConfig = Field(ExecutorConfig(), description="where partitions run: inprocess (default), "
+                                     "pool (local processes) or dask (a cluster address, or local)")
 
 
 def run(cfg: CurateConfig, ctx: StageContext) -> StageResult:
@@ -31,9 +33,11 @@ def run(cfg: CurateConfig, ctx: StageContext) -> StageResult:
     import shutil
 
     from llmopt.data.curate.engine import curate_artifact
+    from llmopt.data.curate.executors import make_executor
 
-    work = ctx.stage_dir / "work"  # per-chunk decisions: what a rerun after a kill replays
-    metrics = curate_artifact(ctx.artifacts_of(cfg.data), ctx.out_dir, work, cfg)
+    work = ctx.stage_dir / "work"  # per-partition decisions: what a rerun after a kill reuses
+    with make_executor(cfg.executor) as ex:
+        metrics = curate_artifact(ctx.artifacts_of(cfg.data), ctx.out_dir, work, cfg, ex)
     shutil.rmtree(work, ignore_errors=True)  # the outputs are complete; the decisions are a copy of the data
     return StageResult({"source_stage": cfg.data, **metrics})
 

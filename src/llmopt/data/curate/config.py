@@ -65,3 +65,26 @@ class DedupConfig(Strict):
                              "duplicates (0.5 as text-dedup; on SST-2 it finds 98% of one-word edits, 0.25% false drops)")
     seed: int = Field(1, description="seed of the MinHash permutations")
     keep: Literal["first"] = Field("first", description="the row kept per cluster: the first seen in file order")
+
+
+class ExecutorConfig(Strict):
+    """Where the partitions of curate/augment run. One implementation of the row logic; this only picks the engine."""
+
+    kind: Literal["inprocess", "pool", "dask"] = Field(
+        "inprocess", description="inprocess: this process, one partition after another; pool: a local process "
+                                 "pool; dask: a Dask distributed cluster (pip install 'llmopt[scale]')")
+    workers: int = Field(2, ge=1, le=1024, description="pool processes, or LocalCluster workers for address: local")
+    address: str | None = Field(None, description="dask only: a scheduler address (tcp://host:8786) or 'local' "
+                                                  "(a LocalCluster of `workers` single-threaded worker processes)")
+    shards: int = Field(8, ge=1, le=4096, description="shuffle partitions of the exact-hash and LSH band group-bys "
+                        "(a group-by task holds 1/shards of the keys: raise it for corpora of many GB)")
+    retries: int = Field(2, ge=0, le=10, description="times a partition whose worker died is run again")
+
+    @model_validator(mode="after")
+    def _address_iff_dask(self) -> "ExecutorConfig":
+        if self.kind == "dask" and not self.address:
+            raise ValueError("executor kind 'dask' needs an address: tcp://host:port of a running scheduler, "
+                             "or 'local' for a LocalCluster on this machine")
+        if self.kind != "dask" and self.address:
+            raise ValueError(f"executor address is for kind 'dask' only (kind is '{self.kind}')")
+        return self

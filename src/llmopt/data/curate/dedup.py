@@ -25,6 +25,7 @@ from llmopt.data.curate.config import DedupConfig
 
 _PUNCT_WS = re.compile(r"[\W_]+", re.UNICODE)
 _P = np.uint64(1_000_003)
+SIGNATURE_BATCH_SHINGLES = 16_384  # shingles per (num_perm x shingles) block: a fixed buffer, ~3 x 4 x num_perm x it bytes
 LSH_WEIGHTS = (0.2, 0.8)  # (false positive, false negative) weights of datasketch's band/row optimisation
 
 
@@ -77,8 +78,9 @@ class MinHasher:
         self.a, self.b = (np.asarray(x, dtype=np.uint32) for x in proto.permutations)
         self.cfg = cfg
 
-    def signatures(self, keys: Sequence[str], batch_shingles: int = 16_384) -> list[np.ndarray | None]:
+    def signatures(self, keys: Sequence[str], batch_shingles: int | None = None) -> list[np.ndarray | None]:
         """One uint32 signature per key (None for a key without shingles)."""
+        batch_shingles = batch_shingles or SIGNATURE_BATCH_SHINGLES
         out: list[np.ndarray | None] = [None] * len(keys)
         pending: list[tuple[int, np.ndarray]] = []
         size = 0
@@ -132,6 +134,12 @@ class CompactLSH:
         bands = sig[: self.b * self.r].reshape(self.b, self.r).astype(np.uint64)
         with np.errstate(over="ignore"):
             return (bands * self.mult[None, :]).sum(axis=1, dtype=np.uint64) ^ self.salt
+
+    def band_keys(self, sigs: np.ndarray) -> np.ndarray:
+        """`band_hashes` of many signatures at once: (rows, b) uint64."""
+        bands = sigs[:, : self.b * self.r].reshape(len(sigs), self.b, self.r).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            return (bands * self.mult[None, None, :]).sum(axis=2, dtype=np.uint64) ^ self.salt[None, :]
 
     def insert(self, key: int, sig: np.ndarray) -> None:
         h = self.band_hashes(sig)

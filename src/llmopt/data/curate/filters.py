@@ -30,9 +30,16 @@ def length(text: str, cfg: FilterConfig) -> FilterResult:
     return True
 
 
+_ASCII_LETTERS = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
 def alphabetic(text: str, cfg: FilterConfig) -> FilterResult:
-    chars = [c for c in text if not c.isspace()]
-    if chars and sum(c.isalpha() for c in chars) / len(chars) < cfg.min_alpha_ratio:
+    chars = "".join(text.split())  # non-space characters
+    if not chars:
+        return True
+    rest = chars.translate(_ASCII_LETTERS)  # per-character checks only for what is not an ASCII letter
+    n_alpha = len(chars) - len(rest) + sum(map(str.isalpha, rest))
+    if n_alpha / len(chars) < cfg.min_alpha_ratio:
         return False, "non_alphabetic"
     return True
 

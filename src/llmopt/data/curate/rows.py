@@ -19,16 +19,27 @@ def iter_rows(path: Path, split: str) -> Iterator[tuple[str, dict]]:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}). Rerun the data stage or fix that line.") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str) or "label" not in row:
-                raise DataError(f"{path}:{lineno}: a row needs a string 'text' and a 'label' "
-                                f"(got keys {sorted(row) if isinstance(row, dict) else type(row).__name__}). "
-                                "Check the data stage's text_column/label_column.")
-            yield (str(row["id"]) if row.get("id") is not None else f"{split}-{n}"), row
+            row = parse_row(line, path, lineno)
+            yield row_id(row, split, n), row
             n += 1
+
+
+def parse_row(line: str, path: Any, lineno: int) -> dict:
+    """One JSONL line as a row with a string 'text' and a 'label', or a DataError naming file and line."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}). Rerun the data stage or fix that line.") from None
+    if not isinstance(row, dict) or not isinstance(row.get("text"), str) or "label" not in row:
+        raise DataError(f"{path}:{lineno}: a row needs a string 'text' and a 'label' "
+                        f"(got keys {sorted(row) if isinstance(row, dict) else type(row).__name__}). "
+                        "Check the data stage's text_column/label_column.")
+    return row
+
+
+def row_id(row: dict, split: str, n: int) -> str:
+    """The row's own id, else '<split>-<n>' (n counts the split's rows from 0)."""
+    return str(row["id"]) if row.get("id") is not None else f"{split}-{n}"
 
 
 class AtomicLines:
