@@ -73,6 +73,7 @@ def load_classifier(
     import transformers
     from transformers import AutoModelForSequenceClassification
 
+    register_student_families()
     check_model_dir(path, need_tokenizer=False, allow_pickle=allow_pickle)
     extra: dict[str, Any] = {}
     if labels is not None:
@@ -91,6 +92,13 @@ def load_classifier(
         )
     finally:
         transformers.logging.set_verbosity(prev)
+
+
+def register_student_families() -> None:
+    """llmopt's own student classes (BiLSTM / CNN: `llmopt_textnet`) known to the Auto classes; no remote code."""
+    from llmopt.compression.rnn_student import register
+
+    register()
 
 
 def _load_pickled(path: Path, extra: dict[str, Any]) -> "PreTrainedModel":

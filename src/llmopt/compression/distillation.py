@@ -60,6 +60,39 @@ def small_student(teacher_config: Any, shape: dict[str, int], labels: list[str])
     return AutoModelForSequenceClassification.from_config(cfg)
 
 
+def narrow_student(teacher: Any, layers: list[int], hidden_size: int | None = None,
+                   intermediate_size: int | None = None) -> Any:
+    """A shallower and narrower copy of a BERT-family `teacher` initialised by weight selection (Xu et al. 2023):
+    layer i starts from teacher layer layers[i] with every matrix, bias and LayerNorm cut to the student's widths
+    (the first hidden_size residual dimensions everywhere — the same ones in every layer, so the residual stream
+    stays aligned — the first heads, the first FFN neurons). Heads keep the teacher's size: hidden 256 of a
+    384-wide, 12-head teacher is 8 heads of 32. Embeddings and the classifier are cut the same way."""
+    from llmopt.errors import RecipeError
+
+    t_cfg = teacher.config
+    head = t_cfg.hidden_size // t_cfg.num_attention_heads
+    hidden = hidden_size or t_cfg.hidden_size
+    if hidden > t_cfg.hidden_size or hidden % head:
+        raise RecipeError(f"a student cut from the teacher needs hidden_size ≤ {t_cfg.hidden_size} and a multiple of "
+                          f"the teacher's head size {head} (got {hidden}).")
+    student = student_from_teacher(teacher, layers)
+    if hidden == t_cfg.hidden_size and intermediate_size in (None, t_cfg.intermediate_size):
+        return student
+    cfg = copy.deepcopy(student.config)
+    cfg.hidden_size, cfg.num_attention_heads = hidden, hidden // head
+    cfg.intermediate_size = intermediate_size or int(round(t_cfg.intermediate_size * hidden / t_cfg.hidden_size))
+    narrow = type(teacher)(cfg)
+    big = student.state_dict()
+    state = {}
+    for key, value in narrow.state_dict().items():
+        src = big[key]
+        if src.dim() != value.dim():
+            raise RecipeError(f"cannot cut teacher tensor {key} {tuple(src.shape)} to {tuple(value.shape)}.")
+        state[key] = src[tuple(slice(0, n) for n in value.shape)].clone()
+    narrow.load_state_dict(state, strict=True)
+    return narrow
+
+
 def teacher_logits(folder: Path, texts: list[str], *, max_length: int | str, truncation: str = "right",
                    cache: Path | None = None, batch_size: int = 64, allow_pickle: bool = False) -> np.ndarray:
     """Class logits of the teacher for every text, computed once and cached as .npy (keyed by content).

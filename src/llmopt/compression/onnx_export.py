@@ -82,13 +82,19 @@ def export_fp32(src: Path, out_dir: Path, opset: int = 17, allow_pickle: bool = 
 
 
 def optimize(path: Path, meta: dict[str, Any]) -> bool:
-    """Fuse attention/LayerNorm/GELU with ORT's transformer optimizer in place; False if not applicable."""
+    """Fuse attention/LayerNorm/GELU with ORT's transformer optimizer in place; False if not applicable (a
+    non-transformer student: ORT's own graph optimizations still run when the session loads it).
+
+    For BERT the optimizer (model_type bert) fuses the embeddings into EmbedLayerNormalization, each self-attention
+    block into one Attention op, residual + LayerNorm into SkipLayerNormalization, the erf GELU into Gelu /
+    BiasGelu; the counts go into meta["fused_ops"]."""
     if meta["model_type"] not in ("bert", "roberta", "distilbert", "xlm-roberta", "electra"):
         return False
     from onnxruntime.transformers.optimizer import optimize_model
 
     model_type = "bert" if meta["model_type"] in ("roberta", "xlm-roberta", "electra") else meta["model_type"]
     opt = optimize_model(str(path), model_type=model_type, num_heads=meta["num_heads"], hidden_size=meta["hidden_size"])
+    meta["fused_ops"] = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
     opt.save_model_to_file(str(path))
     return True
 
@@ -157,6 +163,51 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
 
 
+def op_type_counts(path: Path) -> dict[str, int]:
+    """How many nodes of each operator type the graph holds (what ONNX Runtime will run, before its own fusions)."""
+    import collections
+
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return dict(collections.Counter(n.op_type for n in m.graph.node).most_common())
+
+
+def profile_ops(folder: Path, texts: list[str], threads: int = 1, runs: int = 50, max_length: int | None = None,
+                work: Path | None = None) -> list[dict[str, Any]]:
+    """ONNX Runtime's profiler on batch-1 calls of the model in `folder`: total microseconds per operator type
+    (kernel time only, summed over `runs` calls after one warm-up), largest first, with the share of the total."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from llmopt.eval.predictors import Encoder
+    from llmopt.models import inference_settings, load_tokenizer
+
+    folder = Path(folder)
+    max_length, truncation = inference_settings(folder, max_length)
+    enc = Encoder(load_tokenizer(folder), max_length, truncation)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.enable_profiling, opts.profile_file_prefix = True, str(Path(tmp) / "ort")
+        sess = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        names = [i.name for i in sess.get_inputs()]
+        feeds = [{n: v for n, v in enc([t]).items() if n in names} for t in texts[: max(1, runs)]]
+        sess.run(None, feeds[0])
+        for i in range(runs):
+            sess.run(None, feeds[i % len(feeds)])
+        events = json.loads(Path(sess.end_profiling()).read_text(encoding="utf-8"))
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            per_op[op] = per_op.get(op, 0.0) + float(e.get("dur", 0))
+    total = sum(per_op.values()) or 1.0
+    return [{"op": k, "us_per_call": v / (runs + 1), "share": v / total}
+            for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])]
+
+
 def onnx_params(path: Path) -> int:
     """Elements in the graph's initializers (fallback parameter count when no meta file exists)."""
     import onnx
@@ -193,7 +244,8 @@ def export_variants(src: Path, work: Path, schemes: list[str], *, calibration: l
         except Exception as e:  # noqa: BLE001 - reported per scheme; `auto` goes on with the others
             out[scheme] = f"{type(e).__name__}: {e}"
             continue
-        write_meta(folder, {**meta, "scheme": scheme, "fused": fused, "source": str(src)})
+        write_meta(folder, {**meta, "scheme": scheme, "fused": fused, "source": str(src),
+                            "op_types": op_type_counts(folder / "model.onnx")})
         out[scheme] = folder
     return out
 

@@ -6,15 +6,70 @@ import itertools
 from typing import Any
 
 
-def candidate_grid(layers: list[int], ffn_keep: list[float], vocab_trim: list[bool], schemes: list[str]) -> list[dict]:
-    """Every combination, cheapest structures first (fewest layers, narrowest FFN)."""
-    grid = [{"layers": k, "ffn_keep": f, "vocab_trim": v, "scheme": s}
-            for k, f, v, s in itertools.product(sorted(set(layers)), sorted(set(ffn_keep)), vocab_trim, schemes)]
+FAMILIES = ("transformer", "bilstm", "cnn")
+CANDIDATE_KEYS = ("family", "layers", "hidden", "ffn_keep", "attention_loss", "hidden_loss", "embed_dim", "vocab_trim",
+                  "scheme")
+TEXTNET_DEFAULT_HIDDEN = 128
+
+
+def candidate_grid(layers: list[int], ffn_keep: list[float], vocab_trim: list[bool], schemes: list[str], *,
+                   family: list[str] = ("transformer",), hidden: list[int | None] = (None,),
+                   embed_dim: list[int] = (128,), attention_loss: list[float] = (0.0,),
+                   hidden_loss: list[float] = (0.0,)) -> list[dict]:
+    """Every combination that means something for each family, cheapest structures first within a family.
+
+    transformer: depth (evenly spaced teacher layers) × width (`hidden`; None = the teacher's, narrower = cut from
+    the teacher) × FFN share kept × layer-wise loss weights. bilstm: LSTM layers × units (`hidden`) × embedding
+    width. cnn: feature maps (`hidden`) × embedding width (`layers` does not apply). All: vocabulary trim × scheme."""
+    grid: list[dict] = []
+    for fam in dict.fromkeys(family):
+        if fam == "transformer":
+            for k, h, f, att, hid, v, s in itertools.product(
+                    sorted(set(layers)), sorted(set(hidden), key=lambda x: x or 1 << 30), sorted(set(ffn_keep)),
+                    sorted(set(attention_loss)), sorted(set(hidden_loss)), vocab_trim, schemes):
+                c = {"family": fam, "layers": k, "ffn_keep": f, "vocab_trim": v, "scheme": s}
+                if h is not None:
+                    c["hidden"] = h
+                if att:
+                    c["attention_loss"] = att
+                if hid:
+                    c["hidden_loss"] = hid
+                grid.append(c)
+        else:
+            units = sorted({h or TEXTNET_DEFAULT_HIDDEN for h in hidden})
+            depths = sorted(set(layers)) if fam == "bilstm" else [1]
+            for k, h, e, v, s in itertools.product(depths, units, sorted(set(embed_dim)), vocab_trim, schemes):
+                grid.append({"family": fam, "layers": k, "hidden": h, "embed_dim": e, "vocab_trim": v, "scheme": s})
     return grid
 
 
 def structure_name(c: dict) -> str:
-    return f"L{c['layers']}-ffn{int(round(100 * c['ffn_keep']))}" + ("-trim" if c["vocab_trim"] else "")
+    """The trained model's name (several schemes share it). Transformer names without the new options are the
+    names earlier versions gave, so a resumed search keeps its finished candidates."""
+    fam = c.get("family", "transformer")
+    trim = "-trim" if c["vocab_trim"] else ""
+    if fam == "bilstm":
+        return f"bilstm-L{c['layers']}-h{c['hidden']}-e{c['embed_dim']}{trim}"
+    if fam == "cnn":
+        return f"cnn-h{c['hidden']}-e{c['embed_dim']}{trim}"
+    return (f"L{c['layers']}" + (f"-h{c['hidden']}" if c.get("hidden") else "")
+            + f"-ffn{int(round(100 * c['ffn_keep']))}"
+            + (f"-att{c['attention_loss']:g}" if c.get("attention_loss") else "")
+            + (f"-hid{c['hidden_loss']:g}" if c.get("hidden_loss") else "") + trim)
+
+
+def describe(c: dict) -> str:
+    """A candidate's student in words, for the report's table."""
+    fam = c.get("family") or "transformer"
+    if fam == "bilstm":
+        return f"BiLSTM, {c['layers']} layer{'s' * (c['layers'] > 1)}, {c['hidden']} units, embeddings {c['embed_dim']}"
+    if fam == "cnn":
+        return f"CNN, {c['hidden']} maps per kernel, embeddings {c['embed_dim']}"
+    loss = [f"attention KL {c['attention_loss']:g}" if c.get("attention_loss") else "",
+            f"hidden MSE {c['hidden_loss']:g}" if c.get("hidden_loss") else ""]
+    return (f"{c['layers']} teacher layers" + (f", width {c['hidden']}" if c.get("hidden") else "")
+            + (f", FFN {c['ffn_keep']:.0%}" if c.get("ffn_keep") is not None else "")
+            + "".join(f", {x}" for x in loss if x))
 
 
 def candidate_name(c: dict) -> str:

@@ -13,25 +13,50 @@ from llmopt.training.config import KDConfig, TrainConfig
 
 
 class StudentShape(Strict):
-    """A randomly initialised student of the teacher's family (same tokenizer unless `student_model`)."""
+    """A student of the teacher's family with this shape (same tokenizer): random init, or cut from the teacher."""
 
     num_hidden_layers: int = Field(ge=1)
     hidden_size: int | None = Field(None, ge=8)
     num_attention_heads: int | None = Field(None, ge=1)
     intermediate_size: int | None = Field(None, ge=8)
+    init: Literal["random", "teacher"] = Field(
+        "random", description="teacher: evenly spaced teacher layers with every matrix cut to these widths "
+        "(weight selection; heads keep the teacher's size); random: a fresh model of this shape")
+
+
+class StudentFamily(Strict):
+    """A non-transformer student over the teacher's tokenizer (Tang et al. 2019): BiLSTM or 1-D CNN (Kim 2014)."""
+
+    kind: Literal["bilstm", "cnn"]
+    embed_dim: int = Field(128, ge=8, description="embedding width")
+    hidden: int = Field(128, ge=4, description="bilstm: units per direction; cnn: feature maps per kernel size")
+    layers: int = Field(1, ge=1, description="bilstm: stacked LSTM layers (cnn: ignored)")
+    kernel_sizes: list[int] = Field([3, 4, 5], min_length=1, description="cnn: convolution widths")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    embeddings: Literal["teacher", "random"] = Field(
+        "teacher", description="teacher: the teacher's input embeddings (trimmed vocabulary) reduced to embed_dim "
+        "by PCA; random: a fresh table")
 
 
 class DistillConfig(StageConfig):
-    """Distil the teacher (earlier stage id or folder) into a student: teacher layers, k layers, a shape, or a model."""
+    """Distil the teacher (earlier stage id or folder) into a student: teacher layers, k layers, a shape, a
+    non-transformer family, or a model."""
 
     type: Literal["distill"] = "distill"
     data: StageRef = Field("data", description="data stage (train split = transfer set)")
     teacher: ModelRef
     layers: list[int] | None = Field(None, description="copy these teacher layers (DistilBERT-style init)")
     num_layers: int | None = Field(None, ge=1, description="copy k evenly spaced teacher layers")
-    student_config: StudentShape | None = Field(None, description="random init with this shape")
+    student_config: StudentShape | None = Field(None, description="a transformer of this shape (random or cut "
+                                                "from the teacher)")
+    student_family: StudentFamily | None = Field(None, description="a BiLSTM or CNN student (same tokenizer)")
     student_model: ModelRef | None = Field(None, description="another model as student (its own tokenizer)")
-    hidden_loss_weight: float = Field(0.0, ge=0, description="MSE on mapped hidden states (teacher-layer students)")
+    hidden_loss_weight: float = Field(0.0, ge=0, description="MSE on mapped hidden states (TinyBERT), through a "
+                                      "learnt projection when the student is narrower")
+    attention_loss_weight: float = Field(0.0, ge=0, description="KL between the last layers' self-attention "
+                                         "distributions (MiniLM)")
+    vocab_trim: bool = Field(False, description="keep only the tokens of the train, dev and transfer texts (plus "
+                             "specials and single characters) in the student's tokenizer and embeddings")
     extra_texts: list[InputFile] = Field([], description="JSONL (text) or .txt files of unlabelled transfer text")
     transfer: StageRef | None = Field(None, description="an augment stage: its variants join the transfer set, "
                                       "teacher-labelled")
@@ -40,27 +65,80 @@ class DistillConfig(StageConfig):
 
     @model_validator(mode="after")
     def _one_student(self) -> "DistillConfig":
-        given = [k for k in ("layers", "num_layers", "student_config", "student_model") if getattr(self, k) is not None]
+        kinds = ("layers", "num_layers", "student_config", "student_family", "student_model")
+        given = [k for k in kinds if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of layers, num_layers, student_config, student_model"
+            raise ValueError(f"give exactly one of {', '.join(kinds)}"
                              + (f" (got {', '.join(given)})" if given else ""))
+        if (self.hidden_loss_weight or self.attention_loss_weight) and (self.student_family or self.student_model):
+            raise ValueError("hidden_loss_weight / attention_loss_weight need a transformer student built from the "
+                             "teacher (layers, num_layers or student_config): set them to 0 for "
+                             + ("student_family" if self.student_family else "student_model"))
+        if self.vocab_trim and self.student_model:
+            raise ValueError("vocab_trim trims the teacher's tokenizer; a student_model keeps its own: remove one")
         return self
+
+
+def build_student(cfg: DistillConfig, teacher: Any, tokenizer: Any, labels: list[str], corpus: list[str]) -> dict:
+    """The student of `cfg` from the (in-memory) teacher: {student, tokenizer, teacher (trimmed like the student),
+    layers (teacher layers copied), mapping (student layer → teacher layer, for layer-wise losses), description}.
+    With vocab_trim the teacher copy is trimmed to the same tokens first, so both read the same ids."""
+    import copy
+
+    from llmopt.compression.distillation import evenly_spaced, narrow_student, small_student, student_from_teacher
+    from llmopt.training.losses import uniform_mapping
+
+    vocab = None
+    if cfg.vocab_trim:
+        from llmopt.compression.vocab import trim_vocab
+
+        teacher, tokenizer, vocab = trim_vocab(copy.deepcopy(teacher), tokenizer, corpus)
+    n = teacher.config.num_hidden_layers
+    out: dict[str, Any] = {"teacher": teacher, "tokenizer": tokenizer, "layers": None, "mapping": None, "vocab": vocab}
+    if cfg.student_family:
+        from llmopt.compression.rnn_student import textnet_student
+
+        f = cfg.student_family
+        emb = teacher.get_input_embeddings().weight if f.embeddings == "teacher" else None
+        out["student"] = textnet_student(f.kind, tokenizer, labels, embed_dim=f.embed_dim, hidden=f.hidden,
+                                         layers=f.layers, kernel_sizes=f.kernel_sizes, dropout=f.dropout,
+                                         teacher_embeddings=emb)
+        out["description"] = (f"{f.kind} (embed {f.embed_dim}, hidden {f.hidden}"
+                              + (f", {f.layers} layers" if f.kind == "bilstm" else f", kernels {f.kernel_sizes}")
+                              + (", embeddings PCA of the teacher's)" if emb is not None else ", random embeddings)"))
+    elif cfg.student_config:
+        shape = cfg.student_config
+        if shape.init == "teacher":
+            layers = evenly_spaced(n, shape.num_hidden_layers)
+            out["student"] = narrow_student(teacher, layers, shape.hidden_size, shape.intermediate_size)
+            out["layers"] = out["mapping"] = layers
+            out["description"] = f"cut from teacher layers {layers}, hidden {out['student'].config.hidden_size}"
+        else:
+            dims = shape.model_dump(exclude_none=True, exclude={"init"})
+            out["student"] = small_student(teacher.config, dims, labels)
+            out["mapping"] = uniform_mapping(shape.num_hidden_layers, n)
+            out["description"] = "random init " + str(dims)
+    else:
+        layers = cfg.layers or evenly_spaced(n, cfg.num_layers)
+        out["student"] = student_from_teacher(teacher, layers)
+        out["layers"] = out["mapping"] = layers
+        out["description"] = f"teacher layers {layers}"
+    return out
 
 
 def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     """Build the student, label the transfer set with the teacher once (cached), train the student with the KD
-    loss, and save it to artifacts/model."""
+    loss (plus the layer-wise losses when asked), and save it to artifacts/model."""
     from pathlib import Path
 
-    from llmopt.compression.distillation import (
-        evenly_spaced, read_transfer_set, read_transfer_texts, small_student, student_from_teacher, teacher_logits,
-    )
+    from llmopt.compression.distillation import read_transfer_set, read_transfer_texts, teacher_logits
     from llmopt.data.artifact import load_data_artifact
-    from llmopt.errors import ModelError, RecipeError
+    from llmopt.errors import ModelError
     from llmopt.fsutil import atomic_write_jsonl
     from llmopt.models import display_path, load_classifier, load_tokenizer, read_inference_settings, save_model
     from llmopt.training.checkpoints import last_good_checkpoint
     from llmopt.training.config import with_model_settings
+    from llmopt.training.losses import LayerwiseKD
     from llmopt.training.trainer import train_classifier
 
     data = load_data_artifact(ctx.artifacts_of(cfg.data))
@@ -72,39 +150,42 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     if t_labels != data.labels:
         raise ModelError(f"distill '{cfg.id}': teacher {t_dir} predicts {t_labels}, the data has labels "
                          f"{data.labels}. Distil a teacher fine-tuned on this data.")
-    tokenizer, layers = load_tokenizer(t_dir), None
-    if cfg.student_model:
-        s_dir = ctx.model_dir(cfg.student_model)
-        student = load_classifier(s_dir, labels=data.labels, allow_pickle=ctx.allow_pickle, ignore_mismatched_sizes=True)
-        tokenizer = load_tokenizer(s_dir)
-    elif cfg.student_config:
-        student = small_student(teacher.config, cfg.student_config.model_dump(exclude_none=True), data.labels)
-    else:
-        layers = cfg.layers or evenly_spaced(teacher.config.num_hidden_layers, cfg.num_layers)
-        student = student_from_teacher(teacher, layers)
 
     texts, labels = data.texts("train"), data.ids(data.train)
     extra = [t for p in cfg.extra_texts for t in read_transfer_texts(Path(p))]
     if cfg.transfer is not None:
         extra += read_transfer_set(ctx.artifacts_of(cfg.transfer), cfg.id, cfg.transfer)
     all_texts, all_labels = texts + extra, labels + [-100] * len(extra)  # -100: no label, KD term only
+
+    tokenizer = load_tokenizer(t_dir)
+    if cfg.student_model:
+        s_dir = ctx.model_dir(cfg.student_model)
+        student = load_classifier(s_dir, labels=data.labels, allow_pickle=ctx.allow_pickle,
+                                  ignore_mismatched_sizes=True)
+        built = {"student": student, "tokenizer": load_tokenizer(s_dir), "layers": None, "mapping": None,
+                 "vocab": None, "description": "model " + display_path(s_dir), "teacher": teacher}
+    else:
+        built = build_student(cfg, teacher, tokenizer, data.labels, all_texts + data.texts("dev"))
+    student, tokenizer, layers = built["student"], built["tokenizer"], built["layers"]
+    built_description, vocab_info = built["description"], built["vocab"]
+
     logits = teacher_logits(t_dir, all_texts, max_length=train_cfg.max_length, truncation=train_cfg.truncation,
                             cache=ctx.stage_dir / "cache", allow_pickle=ctx.allow_pickle)
     teacher_train_acc = float((logits[: len(texts)].argmax(1) == labels).mean())
-    hidden = None
-    if cfg.hidden_loss_weight > 0:
-        if layers is None:
-            raise RecipeError(f"distill '{cfg.id}': hidden_loss_weight needs a student made of teacher layers "
-                              "(layers: or num_layers:), so hidden states line up. Set it to 0.")
-        hidden = (teacher.eval(), layers, cfg.hidden_loss_weight)
-    else:
-        del teacher
+    layerwise = None
+    if cfg.hidden_loss_weight > 0 or cfg.attention_loss_weight > 0:
+        layerwise = LayerwiseKD(built["teacher"], student, built["mapping"], hidden_weight=cfg.hidden_loss_weight,
+                                attention_weight=cfg.attention_loss_weight,
+                                include_embeddings=cfg.student_config is not None)
+    del teacher, built
     out = train_classifier(
         student, tokenizer, train=(all_texts, all_labels), dev=(data.texts("dev"), data.ids(data.dev)),
         num_labels=len(data.labels), cfg=train_cfg, seed=ctx.seed, work_dir=ctx.stage_dir,
         resume_from=last_good_checkpoint(ctx.stage_dir / "checkpoints"), teacher_logits=logits, kd=cfg.kd,
-        hidden=hidden,
+        hidden=layerwise,
     )
+    if layerwise is not None:
+        layerwise.detach()  # the projection was a training device; the saved student has none
     dev = out.trainer.evaluate()
     save_model(out.model, tokenizer, ctx.out_dir / "model", inference=out.inference)
     atomic_write_jsonl(ctx.out_dir / "log_history.jsonl", out.trainer.state.log_history)
@@ -112,12 +193,16 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
         **out.metrics,
         "parent": model_ref_str(cfg.teacher),
         "teacher": display_path(t_dir),
-        "student": ("model " + display_path(ctx.model_dir(cfg.student_model)) if cfg.student_model
-                    else "random init " + str(cfg.student_config.model_dump(exclude_none=True)) if cfg.student_config
-                    else f"teacher layers {layers}"),
+        "student": built_description,
+        "student_family": (cfg.student_family.kind if cfg.student_family else
+                           "model" if cfg.student_model else "transformer"),
         "student_layers": layers,
         "student_params": int(sum(p.numel() for p in out.model.parameters())),
         "teacher_params": teacher_params,
+        "layerwise_loss": ({"hidden_weight": cfg.hidden_loss_weight, "attention_weight": cfg.attention_loss_weight,
+                            "mapping": layerwise.mapping, "projection": layerwise.projection is not None}
+                           if layerwise is not None else None),
+        "vocab": vocab_info,
         "transfer_rows": len(all_texts),
         "unlabelled_rows": len(extra),
         "transfer_stage": cfg.transfer,
@@ -135,8 +220,9 @@ def section(sid: str, m: dict, doc: Any) -> None:
     doc.h(2, f"Distillation ({sid})")
     kd = m.get("kd") or {}
     layers = m.get("student_layers")
-    student = (f"a {len(layers)}-layer student made of the teacher's layers {', '.join(map(str, layers))}" if layers
-               else short_path(m["student"]))
+    student = (f"a {len(layers)}-layer student made of the teacher's layers {', '.join(map(str, layers))}"
+               + (f" ({m['student']})" if "hidden" in m["student"] else "") if layers
+               else short_path(m["student"]) if m.get("student_family", "model") == "model" else f"a {m['student']}")
     labelled = m["transfer_rows"] - m["unlabelled_rows"]
     doc.p(f"Teacher → student: {short_path(m.get('parent') or m['teacher'])} ({m['teacher_params']:,} parameters) → "
           f"{student} ({m['student_params']:,} parameters, {m['teacher_params'] / max(m['student_params'], 1):.1f}× "
@@ -147,6 +233,21 @@ def section(sid: str, m: dict, doc: Any) -> None:
           + "; the teacher's logits on them are the soft targets (it gets "
           f"{_pct(m['teacher_train_accuracy'])}% of the labelled train rows right). Loss: "
           f"{_num(kd.get('alpha'), '{:g}')}·T²·KL at T = {_num(kd.get('temperature'), '{:g}')} plus "
-          f"{_num(1 - kd['alpha'] if kd else None, '{:g}')}·cross-entropy. "
+          f"{_num(1 - kd['alpha'] if kd else None, '{:g}')}·cross-entropy"
+          + (layerwise_text(m["layerwise_loss"]) if m.get("layerwise_loss") else "") + ". "
+          + (f"Vocabulary trimmed to the {m['vocab']['vocab_after']:,} tokens the train, dev and transfer texts use "
+             f"(of {m['vocab']['vocab_before']:,}). " if m.get("vocab") else "") +
           f"Dev: accuracy {_pct(m['dev_accuracy'])}%, macro-F1 {_pct(m['dev_macro_f1'])}%.")
     training_section(sid, m, doc)
+
+
+def layerwise_text(lw: dict) -> str:
+    """The layer-wise terms of the loss in words."""
+    parts = []
+    if lw.get("hidden_weight"):
+        parts.append(f"{lw['hidden_weight']:g}·MSE between student and teacher hidden states (student layer i ↔ "
+                     f"teacher layer {lw['mapping']}" + (", through a learnt projection dropped after training"
+                                                         if lw.get("projection") else "") + ")")
+    if lw.get("attention_weight"):
+        parts.append(f"{lw['attention_weight']:g}·KL between the last layers' self-attention distributions")
+    return "".join(f" plus {p}" for p in parts)

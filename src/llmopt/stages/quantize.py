@@ -45,6 +45,10 @@ class QuantizeConfig(StageConfig):
     check_rows: int = Field(200, ge=10, description="dev rows compared with the fp32 export")
     min_agreement: float = Field(0.98, ge=0, le=1, description="auto: least share of dev predictions equal to fp32")
     latency_runs: int = Field(100, ge=10, description="auto: batch-1 runs timing each candidate")
+    latency_threads: list[int] = Field([], description="encoders: also time the kept model at batch 1 with each of "
+                                       "these ONNX Runtime intra-op thread counts (e.g. [1, 2]; reported)")
+    profile: bool = Field(False, description="encoders: run ONNX Runtime's profiler on batch-1 calls of the kept "
+                          "model and report the operator types that take the time")
 
 
 def _check(pred: Any, ref_probs: Any, texts: list[str]) -> dict[str, float]:
@@ -137,12 +141,26 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> StageResult:
     parent_bytes = weights_size_bytes(src)
     meta = read_meta(ctx.out_dir / "model")
     shutil.rmtree(work, ignore_errors=True)
+    by_threads, profile = {}, None
+    for t in dict.fromkeys(cfg.latency_threads):
+        kept = OrtClassifier(ctx.out_dir / "model", max_length, t, truncation)
+        by_threads[str(t)] = measure_speed(kept.predict_proba, texts=check, threads=t, warmup=10,
+                                           latency_runs=cfg.latency_runs, throughput_batches=1)["latency_b1_p50_ms"]
+    if cfg.profile:
+        from llmopt.compression.onnx_export import profile_ops
+
+        profile = profile_ops(ctx.out_dir / "model", check, threads=ctx.threads, runs=cfg.latency_runs,
+                              max_length=max_length, work=ctx.stage_dir)[:12]
     return StageResult({
         "parent": model_ref_str(cfg.model),
         "scheme": chosen,
         "choice": why,
         "runtime": f"onnxruntime-{chosen}",
         "fused_for_ort": meta.get("fused"),
+        "fused_ops": meta.get("fused_ops"),
+        "op_types": meta.get("op_types"),
+        "latency_b1_p50_ms_by_threads": by_threads or None,
+        "profile": profile,
         "params": meta["params"],
         "parent_weights_bytes": parent_bytes,
         "fp32_onnx_bytes": weights_size_bytes(built["fp32"] / "model.onnx"),
@@ -174,6 +192,14 @@ def section(sid: str, m: dict, doc: Any) -> None:
     doc.p(f"scheme: auto built and measured every candidate below on dev and kept the fastest that agrees with fp32."
           if auto else f"Only the recipe's scheme ({m['scheme']}) was built; scheme: auto builds every candidate "
           "(dynamic int8, static int8, weight-only int8), times each and keeps the fastest that agrees with fp32.")
+    if m.get("fused_ops"):
+        doc.p("Fused for ONNX Runtime: " + ", ".join(f"{v} × {k}" for k, v in m["fused_ops"].items()) + ".")
+    if m.get("latency_b1_p50_ms_by_threads"):
+        doc.p("Kept model, batch-1 p50 by intra-op threads: " + ", ".join(
+            f"{t} thread{'s' * (t != '1')}: {v:.3f} ms" for t, v in m["latency_b1_p50_ms_by_threads"].items()) + ".")
+    if m.get("profile"):
+        top = ", ".join(f"{p['op']} {100 * p['share']:.0f}% ({p['us_per_call']:.0f} µs)" for p in m["profile"][:6])
+        doc.p(f"Where a batch-1 call spends its time (ONNX Runtime profiler, kernel time by operator type): {top}.")
     kept = m["candidates"].get(m["scheme"], {})
 
     def verdict(s: str, r: dict) -> str:

@@ -17,19 +17,37 @@ from typing import Any, Literal
 from pydantic import Field
 
 from llmopt.compression.schemes import Scheme
-from llmopt.stages.base import ModelRef, StageConfig, StageContext, StageRef, StageResult, Strict, model_ref_str
+from llmopt.stages.base import (
+    InputFile, ModelRef, StageConfig, StageContext, StageRef, StageResult, Strict, model_ref_str,
+)
 from llmopt.training.config import KDConfig, TrainConfig
 
 
 class SearchSpace(Strict):
-    layers: list[int] = Field([2, 3], min_length=1, description="student depths (evenly spaced teacher layers)")
-    ffn_keep: list[float] = Field([1.0, 0.5], min_length=1, description="share of FFN neurons kept")
+    """The candidates: every combination that applies to each family (`compression.search.candidate_grid`)."""
+
+    family: list[Literal["transformer", "bilstm", "cnn"]] = Field(
+        ["transformer"], min_length=1, description="transformer: the teacher's layers (and widths); bilstm / cnn: "
+        "a non-transformer student over the teacher's tokenizer (Tang et al. 2019), embeddings from the teacher's")
+    layers: list[int] = Field([2, 3], min_length=1, description="transformer: depth (evenly spaced teacher layers); "
+                              "bilstm: stacked LSTM layers")
+    hidden: list[int | None] = Field([None], min_length=1, description="transformer: residual width (null: the "
+                                     "teacher's; narrower: every matrix cut from the teacher's); bilstm: units per "
+                                     "direction; cnn: maps per kernel size (null: 128)")
+    ffn_keep: list[float] = Field([1.0, 0.5], min_length=1, description="transformer: share of FFN neurons kept")
+    attention_loss: list[float] = Field([0.0], min_length=1, description="transformer: weight of the last-layer "
+                                        "attention KL (MiniLM)")
+    hidden_loss: list[float] = Field([0.0], min_length=1, description="transformer: weight of the hidden-state MSE "
+                                     "(TinyBERT; a learnt projection when narrower)")
+    embed_dim: list[int] = Field([128], min_length=1, description="bilstm / cnn: embedding width (PCA of the "
+                                 "teacher's input embeddings)")
     vocab_trim: list[bool] = Field([True], min_length=1)
     scheme: list[Scheme] = Field(["dynamic_int8"], min_length=1)
 
 
 class SearchConfig(StageConfig):
-    """Search students of the teacher (depth × FFN width × vocabulary trim × quantization) under a dev-accuracy budget."""
+    """Search students of the teacher (family × depth × width × FFN × layer-wise losses × vocabulary trim ×
+    quantization) under a dev-accuracy budget."""
 
     type: Literal["search"] = "search"
     data: StageRef = "data"
@@ -39,14 +57,22 @@ class SearchConfig(StageConfig):
     objective: Literal["latency", "size"] = "latency"
     time_budget_s: float = Field(1800, gt=0, description="no new candidate starts after this many seconds")
     space: SearchSpace = SearchSpace()
+    extra_texts: list[InputFile] = Field([], description="JSONL (text) or .txt files of unlabelled transfer text, "
+                                         "teacher-labelled, as in distill")
+    transfer: StageRef | None = Field(None, description="an augment stage: its variants join the transfer set")
     latency_runs: int = Field(100, ge=10)
     warmup: int = Field(10, ge=1)
+    latency_threads: list[int] = Field([], description="also time each candidate at batch 1 with these ONNX Runtime "
+                                       "intra-op thread counts (reported; the gate uses the run's threads)")
     bootstrap_resamples: int = Field(1000, ge=100)
     ort_int8_baseline: bool = Field(
         True, description="also export the teacher to ONNX Runtime dynamic int8 and report each candidate's "
         "latency ratio against it (the best runtime without compression)")
     kd: KDConfig = KDConfig()
     train: TrainConfig = TrainConfig(learning_rate=1e-4, epochs=2)
+    textnet_train: TrainConfig = Field(
+        TrainConfig(learning_rate=2e-3, epochs=10, warmup_ratio=0.0, early_stopping_patience=3),
+        description="training block of the bilstm / cnn candidates (trained from scratch: larger rate, more epochs)")
 
 
 def _measure(pred: Any, texts: list[str], y: Any, labels: list[str], cfg: SearchConfig, ctx: StageContext) -> dict:
@@ -63,31 +89,65 @@ def _measure(pred: Any, texts: list[str], y: Any, labels: list[str], cfg: Search
 
 
 def _train_structure(c: dict, t_dir: Path, dest: Path, data: Any, logits: Any, cfg: SearchConfig,
-                     ctx: StageContext, max_length: int, truncation: str = "right") -> None:
-    """Teacher layers → FFN pruning → vocabulary trimming → distillation; saved to dest (safetensors)."""
+                     ctx: StageContext, max_length: int, truncation: str = "right", extra: list[str] = ()) -> None:
+    """Vocabulary trimming → a student of the candidate's family (teacher layers cut to its widths → FFN pruning;
+    or a BiLSTM / CNN with PCA'd teacher embeddings) → distillation on the labelled rows plus the `extra`
+    teacher-labelled texts (logits has one row per text, labelled first); saved to dest (safetensors)."""
     import shutil
 
     from llmopt.compression import structured
-    from llmopt.compression.distillation import evenly_spaced, student_from_teacher
+    from llmopt.compression.distillation import evenly_spaced, narrow_student
     from llmopt.compression.vocab import trim_vocab
     from llmopt.models import load_classifier, load_tokenizer, save_model
+    from llmopt.training.losses import LayerwiseKD
     from llmopt.training.trainer import train_classifier
 
     teacher, tok = load_classifier(t_dir, allow_pickle=ctx.allow_pickle), load_tokenizer(t_dir)
-    model = student_from_teacher(teacher, evenly_spaced(teacher.config.num_hidden_layers, c["layers"]))
     texts, labels = [r["text"] for r in data.train], data.ids(data.train)
-    if c["ffn_keep"] < 1:
-        _, ffn = structured.importance(model, tok, texts[:512], labels[:512], max_length)
-        structured.prune_ffn(model, max(1, int(round(c["ffn_keep"] * model.config.intermediate_size))), ffn)
-    if c["vocab_trim"]:
-        model, tok, _ = trim_vocab(model, tok, texts + [r["text"] for r in data.dev])
+    if c["vocab_trim"]:  # the teacher trimmed alike, so layer-wise losses read the same ids
+        teacher, tok, _ = trim_vocab(teacher, tok, texts + list(extra) + [r["text"] for r in data.dev])
+    family, layerwise, train_cfg = c.get("family", "transformer"), None, cfg.train
+    if family == "transformer":
+        layers = evenly_spaced(teacher.config.num_hidden_layers, c["layers"])
+        model = narrow_student(teacher, layers, c.get("hidden"))
+        if c["ffn_keep"] < 1:
+            _, ffn = structured.importance(model, tok, texts[:512], labels[:512], max_length)
+            structured.prune_ffn(model, max(1, int(round(c["ffn_keep"] * model.config.intermediate_size))), ffn)
+        if c.get("attention_loss") or c.get("hidden_loss"):
+            layerwise = LayerwiseKD(teacher, model, layers, hidden_weight=c.get("hidden_loss", 0.0),
+                                    attention_weight=c.get("attention_loss", 0.0),
+                                    include_embeddings=bool(c.get("hidden")))
+    else:
+        from llmopt.compression.rnn_student import textnet_student
+
+        model = textnet_student(family, tok, data.labels, embed_dim=c["embed_dim"], hidden=c["hidden"],
+                                layers=c["layers"], teacher_embeddings=teacher.get_input_embeddings().weight)
+        train_cfg = cfg.textnet_train
+    if layerwise is None:
+        del teacher
     work = dest.parent / f".train-{dest.name}"
-    train_cfg = cfg.train.model_copy(update={"max_length": max_length, "truncation": truncation})
-    out = train_classifier(model, tok, train=(texts, labels), dev=(data.texts("dev"), data.ids(data.dev)),
-                           num_labels=len(data.labels), cfg=train_cfg,
-                           seed=ctx.seed, work_dir=work, teacher_logits=logits, kd=cfg.kd)
+    train_cfg = train_cfg.model_copy(update={"max_length": max_length, "truncation": truncation})
+    out = train_classifier(model, tok, train=(texts + list(extra), labels + [-100] * len(extra)),
+                           dev=(data.texts("dev"), data.ids(data.dev)), num_labels=len(data.labels), cfg=train_cfg,
+                           seed=ctx.seed, work_dir=work, teacher_logits=logits, kd=cfg.kd, hidden=layerwise)
+    if layerwise is not None:
+        layerwise.detach()
     save_model(out.model, tok, dest, inference=out.inference)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def latency_by_threads(folder: Path, texts: list[str], threads: list[int], max_length: int, truncation: str,
+                       cfg: SearchConfig) -> dict[str, float]:
+    """Batch-1 p50 (ms) of the ONNX model in `folder` with each intra-op thread count, one session each."""
+    from llmopt.eval.predictors import OrtClassifier
+    from llmopt.eval.speed import measure_speed
+
+    out = {}
+    for t in dict.fromkeys(threads):
+        pred = OrtClassifier(folder, max_length, t, truncation)
+        out[str(t)] = measure_speed(pred.predict_proba, texts=texts, threads=t, warmup=cfg.warmup,
+                                    latency_runs=cfg.latency_runs, throughput_batches=1)["latency_b1_p50_ms"]
+    return out
 
 
 def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
@@ -98,7 +158,7 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
     import numpy as np
 
     from llmopt.compression import search as S
-    from llmopt.compression.distillation import teacher_logits
+    from llmopt.compression.distillation import read_transfer_set, read_transfer_texts, teacher_logits
     from llmopt.compression.gate import export_ort_int8_reference, speed_gate
     from llmopt.compression.onnx_export import build_onnx_model
     from llmopt.data.artifact import load_data_artifact
@@ -156,7 +216,12 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
                                threads=ctx.threads, runs=cfg.latency_runs, warmup=cfg.warmup,
                                resamples=cfg.bootstrap_resamples, seed=ctx.seed)
     min_acc = S.threshold(teacher["accuracy"], cfg.max_drop, cfg.drop)
-    grid = S.candidate_grid(cfg.space.layers, cfg.space.ffn_keep, cfg.space.vocab_trim, cfg.space.scheme)
+    sp = cfg.space
+    grid = S.candidate_grid(sp.layers, sp.ffn_keep, sp.vocab_trim, sp.scheme, family=sp.family, hidden=sp.hidden,
+                            embed_dim=sp.embed_dim, attention_loss=sp.attention_loss, hidden_loss=sp.hidden_loss)
+    extra = [t for p in cfg.extra_texts for t in read_transfer_texts(Path(p))]
+    if cfg.transfer is not None:
+        extra += read_transfer_set(ctx.artifacts_of(cfg.transfer), cfg.id, cfg.transfer)
     logits = None
     done: dict[str, dict] = {}
     skipped, resumed, out_of_time = [], [], False
@@ -174,15 +239,18 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
         src = struct_dir / S.structure_name(c)
         if not (src / "config.json").is_file():
             if logits is None:
-                logits = teacher_logits(t_dir, data.texts("train"), max_length=max_length,
+                logits = teacher_logits(t_dir, data.texts("train") + extra, max_length=max_length,
                                         truncation=truncation, cache=ctx.stage_dir / "cache",
                                         allow_pickle=ctx.allow_pickle)
-            _train_structure(c, t_dir, src, data, logits, cfg, ctx, max_length, truncation)
+            _train_structure(c, t_dir, src, data, logits, cfg, ctx, max_length, truncation, extra)
         onnx = ctx.stage_dir / "onnx" / name
         build_onnx_model(src, onnx, c["scheme"], dev_texts[:128], max_length, truncation=truncation)
         cand = OrtClassifier(onnx, max_length, ctx.threads, truncation)
         res = {**c, **_measure(cand, dev_texts, dev_y, data.labels, cfg, ctx),
                "size_bytes": weights_size_bytes(onnx / "model.onnx")}
+        if cfg.latency_threads:  # reported only: the same model at other intra-op thread counts
+            res["latency_b1_p50_ms_by_threads"] = latency_by_threads(onnx, dev_texts, cfg.latency_threads,
+                                                                    max_length, truncation, cfg)
         # the gate: measurably faster (teacher alive beside it, interleaved paired timing) and smaller
         res["gate"] = speed_gate(res, teacher, "teacher", timing=paired(cand, teacher_pred()))
         if ort_ref is not None:  # reported, not gating: how it compares with the teacher's ORT int8 export
@@ -199,9 +267,10 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
         "teacher_dev": S.summary(teacher), "min_dev_accuracy": min_acc,
         "max_drop": cfg.max_drop, "drop": cfg.drop, "objective": cfg.objective,
         "teacher_ort_int8_dev": S.summary(ort_ref) if ort_ref is not None else None,
-        "candidates": {n: S.summary(c) | {k: c.get(k) for k in ("layers", "ffn_keep", "vocab_trim", "scheme",
-                                                                "gate_vs_ort_int8")}
+        "candidates": {n: S.summary(c) | {k: c.get(k) for k in S.CANDIDATE_KEYS + ("gate_vs_ort_int8",
+                                                                                 "latency_b1_p50_ms_by_threads")}
                        for n, c in done.items()},
+        "transfer_rows": len(data.train) + len(extra), "unlabelled_rows": len(extra), "transfer_stage": cfg.transfer,
         "passed_gate": sorted(n for n, c in done.items() if c["gate"]["passed"]),
         "pareto": S.pareto(done), "chosen": chosen, "choice": why,
         "resumed_candidates": resumed, "skipped_for_time": skipped, "time_budget_exhausted": out_of_time,
@@ -262,15 +331,19 @@ def section(sid: str, m: dict, doc: Any) -> None:
 
     # two narrow tables (what each candidate is and how accurate; how fast and large) rather than one of ten columns
     cands = m["candidates"].items()
-    doc.table(["candidate", "layers", "FFN kept", "vocabulary", "scheme", "dev acc % [95% CI]", "within tolerance",
-               "result"],
-              [[n, str(c.get("layers", "")), _num(c.get("ffn_keep"), "{:.0%}"),
-                "trimmed" if c.get("vocab_trim") else "full", str(c.get("scheme", "")),
+    from llmopt.compression.search import describe
+
+    doc.table(["candidate", "student", "vocabulary", "scheme", "dev acc % [95% CI]", "within tolerance", "result"],
+              [[n, describe(c), "trimmed" if c.get("vocab_trim") else "full", str(c.get("scheme", "")),
                 _pct(c["accuracy"]) + _ci(c["accuracy_ci"]), "yes" if c["within_tolerance"] else "no",
                 "chosen" if n == m["chosen"] else "Pareto frontier" if n in m["pareto"] else ""] for n, c in cands])
-    doc.table(["candidate", "p50 ms", "weights MB", "params", "latency ÷ teacher [95% CI]",
-               "latency ÷ teacher ORT int8 [95% CI]", "gate"],
-              [[n, _num(c["latency_b1_p50_ms"]), _num(c["size_bytes"] / 2**20), f"{c['params']:,}", ratio(c["gate"]),
+    by_threads = sorted({t for c in m["candidates"].values() for t in (c.get("latency_b1_p50_ms_by_threads") or {})},
+                        key=int)
+    doc.table(["candidate", "p50 ms", *(f"p50 ms, {t} thread{'s' * (t != '1')}" for t in by_threads), "weights MB",
+               "params", "latency ÷ teacher [95% CI]", "latency ÷ teacher ORT int8 [95% CI]", "gate"],
+              [[n, _num(c["latency_b1_p50_ms"]),
+                *(_num((c.get("latency_b1_p50_ms_by_threads") or {}).get(t)) for t in by_threads),
+                _num(c["size_bytes"] / 2**20), f"{c['params']:,}", ratio(c["gate"]),
                 ratio(c.get("gate_vs_ort_int8")), "passed" if c["gate"]["passed"] else f"flagged: {c['gate']['flag']}"]
                for n, c in cands])
     if m["candidates"]:
