@@ -67,7 +67,7 @@ def curate_artifact(src: Path, out: Path, work: Path, cfg: Any, executor: Any = 
         meta_p = P.part_path(work, spec.index, "meta.json")
         if mark.exists() and meta_p.exists():
             m = read_json(meta_p)
-            if m.get("shards") == shards and m.get("n_rows") == spec.n_rows:
+            if (m.get("shards"), m.get("n_rows"), m.get("first_row")) == (shards, spec.n_rows, spec.first_row):
                 metas[spec.index] = {k: m[k] for k in ("index", "first_row", "n_rows", "n_live", "ex_off",
                                                         "bd_off", "shards")}
                 continue
