@@ -90,29 +90,25 @@ def _training_args(cfg: TrainConfig, *, output_dir: Path, seed: int, keep_best: 
 
 
 def _trainer_class() -> type:
-    import torch
     from transformers import Trainer
 
-    from llmopt.training.losses import hidden_mse, kd_loss
+    from llmopt.training.losses import kd_loss
 
     class KDTrainer(Trainer):
         """Trainer whose loss is `kd_loss` against teacher logits carried in the batch (CE when there are none)."""
 
-        def __init__(self, *a: Any, kd: KDConfig, hidden: tuple | None = None, **kw: Any) -> None:
+        def __init__(self, *a: Any, kd: KDConfig, hidden: Any = None, **kw: Any) -> None:
             super().__init__(*a, **kw)
             self.kd, self.hidden = kd, hidden
 
         def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None):
             teacher = inputs.pop("teacher_logits", None)
             labels = inputs.pop("labels", None)
-            out = model(**inputs, output_hidden_states=self.hidden is not None)
+            layerwise = self.hidden is not None and model.training  # losses.LayerwiseKD: hidden MSE, attention KL
+            out = model(**inputs, **(self.hidden.student_outputs if layerwise else {}))
             loss = kd_loss(out.logits, teacher, labels, self.kd.temperature, self.kd.alpha)
-            if self.hidden is not None and model.training:
-                t_model, mapping, weight = self.hidden
-                with torch.no_grad():
-                    t_hid = t_model(**inputs, output_hidden_states=True).hidden_states
-                mask = inputs["attention_mask"].unsqueeze(-1).to(out.logits.dtype)
-                loss = loss + weight * hidden_mse(out.hidden_states, t_hid, mapping, mask)
+            if layerwise:
+                loss = loss + self.hidden(out, inputs)
             return (loss, out) if return_outputs else loss
 
     return KDTrainer
@@ -236,7 +232,7 @@ def train_classifier(
     resume_from: Path | None = None,
     teacher_logits: np.ndarray | None = None,
     kd: KDConfig | None = None,
-    hidden: tuple | None = None,
+    hidden: Any = None,
     callbacks: list | None = None,
     keep_best: bool = True,
 ) -> TrainOutcome:
