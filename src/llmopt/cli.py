@@ -30,7 +30,10 @@ def cmd_run(ns: argparse.Namespace) -> int:
     recipe, overrides = _split_recipe(ns.args)
     console.configure(verbose=ns.verbose)
     run_dir = run_recipe(recipe, overrides, Path(ns.runs_dir), ns.resume, argv=sys.argv, allow_pickle=ns.allow_pickle)
-    _print_results(run_dir)
+    from llmopt import distributed
+
+    if distributed.is_main():  # under torchrun: rank 0 alone
+        _print_results(run_dir)
     return 0
 
 

@@ -7,7 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
-from llmopt import console, faults, rundir
+from llmopt import console, distributed, faults, rundir
 from llmopt.errors import LlmoptError
 from llmopt.fsutil import atomic_write_json, remove_stale_temps
 from llmopt.recipe import Recipe, load_recipe
@@ -28,7 +28,27 @@ def run_recipe(
     argv: list[str] | None = None,
     allow_pickle: bool = False,
 ) -> Path:
-    """Run every stage of the recipe; return the run directory."""
+    """Run every stage of the recipe; return the run directory.
+
+    Under a launcher of several ranks (torchrun), rank 0 runs the recipe and the other ranks serve its trainings
+    (`llmopt.distributed`); every rank returns the same run directory."""
+    distributed.init()
+    if not distributed.is_main():
+        run_dir = distributed.serve()
+        if run_dir is None:  # pragma: no cover - rank 0 stopped before choosing one, without an error
+            raise distributed.DistributedError("rank 0 stopped before it chose a run directory")
+        return run_dir
+    try:
+        run_dir = _run_recipe(recipe_path, overrides, runs_root, resume, argv, allow_pickle)
+    except BaseException as e:
+        distributed.stop(error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+        raise
+    distributed.stop(run_dir)
+    return run_dir
+
+
+def _run_recipe(recipe_path: Path, overrides: list[str] | None, runs_root: Path, resume: str | None,
+                argv: list[str] | None, allow_pickle: bool) -> Path:
     recipe = load_recipe(recipe_path, overrides, allow_pickle=allow_pickle)
     created = False
     if resume == "latest":
@@ -40,12 +60,15 @@ def run_recipe(
         run_dir = rundir.check_run_dir(Path(resume))
     else:
         run_dir, created = rundir.new_run_dir(runs_root, recipe.name), True
+    distributed.send(("run_dir", str(run_dir)))  # the other ranks use the same one (never their own timestamp)
     try:
         with rundir.RunLock(run_dir), console.capture(run_dir):
             execute(recipe, Path(recipe_path).read_text(encoding="utf-8"), run_dir, argv or [], allow_pickle)
-    except LlmoptError:
-        # a user error: leave no half-made run behind (a run with finished stages stays resumable)
-        if created and not any((run_dir / "stages").glob("*/DONE")):
+    except LlmoptError as e:
+        # a user error: leave no half-made run behind (a run with finished stages stays resumable; so does one
+        # whose training lost a rank: its checkpoints are worth resuming)
+        lost_rank = isinstance(e, distributed.DistributedError)
+        if created and not lost_rank and not any((run_dir / "stages").glob("*/DONE")):
             shutil.rmtree(run_dir, ignore_errors=True)
             _remove_if_empty(run_dir.parent)
             log(f"removed {run_dir}: no stage had finished")  # it was announced above; say it is gone
@@ -99,6 +122,9 @@ def execute(recipe: Recipe, recipe_text: str, run_dir: Path, argv: list[str], al
     data_files = [Path(f) for s in recipe.stages for f in s.inputs().files]
     rundir.write_manifest(run_dir, recipe.seed, data_files, argv)
     log(f"run directory: {run_dir}  (library output: run.log there)")
+    if distributed.active():
+        log(f"{distributed.world_size()} processes (torch.distributed): rank 0 writes the run directory and runs "
+            "every stage; the other ranks join its trainings (DDP)")
 
     current = {rundir.stage_dir(run_dir, i, s.id).name for i, s in enumerate(recipe.stages)}
     stages_root = run_dir / "stages"

@@ -99,7 +99,7 @@ def write_manifest(run_dir: Path, seed: int, data_files: list[Path], command: li
     previous = read_json(path) if path.is_file() else None
     manifest = {
         "created": previous["created"] if previous else _now(),
-        "invocations": (previous.get("invocations", []) if previous else []) + [{"at": _now(), "argv": command}],
+        "invocations": (previous.get("invocations", []) if previous else []) + [_invocation(command)],
         "seed": seed,
         "git_sha": git_sha(),
         "python": sys.version.split()[0],
@@ -108,6 +108,15 @@ def write_manifest(run_dir: Path, seed: int, data_files: list[Path], command: li
         "data_files": {str(p): {"sha256": content_hash(p), "bytes": p.stat().st_size} for p in data_files if p.is_file()},
     }
     atomic_write_json(path, manifest)
+
+
+def _invocation(command: list[str]) -> dict[str, Any]:
+    from llmopt import distributed
+
+    entry: dict[str, Any] = {"at": _now(), "argv": command}
+    if distributed.active():  # torchrun / accelerate launch: how many ranks trained
+        entry["world_size"] = distributed.world_size()
+    return entry
 
 
 def package_versions() -> dict[str, str | None]:

@@ -1,4 +1,5 @@
-"""Trainer callbacks: the log history streamed to JSONL in the stage folder."""
+"""Trainer callbacks: the log history streamed to JSONL in the stage folder, checkpoint checksums (rank 0 writes
+both under DDP), the console's progress line."""
 
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ class ChecksumOnSave(TrainerCallback):
     """After each checkpoint is written, record every file's size and sha256 inside it."""
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        from llmopt import faults
+        from llmopt import distributed, faults
         from llmopt.training.checkpoints import record
 
+        distributed.barrier()  # under DDP every rank writes its RNG state into the checkpoint: all of them first
         if not state.is_world_process_zero:
             return
         faults.point("ckpt.saved")

@@ -33,6 +33,10 @@ class TrainConfig(BaseModel):
     save_total_limit: int = Field(2, ge=1)
     group_by_length: bool = Field(True, description="batch texts of similar length (less padding)")
     logging_steps: int = Field(10, ge=1)
+    fsdp: bool = Field(False, description="shard the model with FSDP (FSDP2) across GPU ranks: the Trainer's fsdp")
+    fsdp_config: dict | None = Field(None, description="the Trainer's fsdp_config, with fsdp: true (e.g. "
+                                     "{reshard_after_forward: true, cpu_offload: false, transformer_layer_cls_to_wrap: "
+                                     "[BertLayer]})")
 
 
 class KDConfig(BaseModel):

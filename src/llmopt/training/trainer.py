@@ -7,6 +7,9 @@ checksum / progress callbacks, early stopping, resume, the reported metrics); th
   early stopping on held-out loss;
 - `train_masked_lm`: masked-LM loss (finetune task mlm, continued pretraining of an encoder), early stopping on
   held-out loss.
+
+Under `torchrun` each training is a job rank 0 sends to the other ranks (`llmopt.distributed`): every rank builds
+the same Trainer (`_build_trainer`) and trains with DDP; rank 0 alone writes the log, checksums and the run files.
 """
 
 from __future__ import annotations
@@ -38,17 +41,20 @@ class TrainOutcome:
         return {"max_length": self.metrics["max_length"], "truncation": self.metrics["truncation"]}
 
 
-def _compute_metrics(k: int):
-    from sklearn.metrics import accuracy_score, f1_score
+class _ClassMetrics:
+    """Accuracy and macro-F1 of an evaluation (a class, not a closure: it travels to the other ranks)."""
 
-    def fn(eval_pred: Any) -> dict[str, float]:
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, eval_pred: Any) -> dict[str, float]:
+        from sklearn.metrics import accuracy_score, f1_score
+
         logits, y = eval_pred
         logits = logits[0] if isinstance(logits, tuple) else logits
         pred = np.argmax(logits, axis=-1)
         return {"accuracy": float(accuracy_score(y, pred)),
-                "macro_f1": float(f1_score(y, pred, labels=list(range(k)), average="macro", zero_division=0))}
-
-    return fn
+                "macro_f1": float(f1_score(y, pred, labels=list(range(self.k)), average="macro", zero_division=0))}
 
 
 def _training_args(cfg: TrainConfig, *, output_dir: Path, seed: int, keep_best: bool, report_tb: bool,
@@ -86,7 +92,34 @@ def _training_args(cfg: TrainConfig, *, output_dir: Path, seed: int, keep_best: 
         dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,  # keep teacher_logits for compute_loss
         average_tokens_across_devices=False,  # else DDP logs the classification loss ×world size
+        **_fsdp_args(cfg),
+        **_ddp_args(),
     )
+
+
+def _fsdp_args(cfg: TrainConfig) -> dict[str, Any]:
+    """`train: {fsdp: true, fsdp_config: {...}}` passed through to TrainingArguments (nothing when fsdp is off).
+    accelerate turns FSDP on for GPU ranks only: on CPU (gloo) the ranks train with plain DDP, and we say so."""
+    if not cfg.fsdp:
+        return {}
+    import torch
+
+    from llmopt import console, distributed
+
+    if not torch.cuda.is_available() and distributed.is_main():
+        console.note("train.fsdp: accelerate shards a model only across GPUs; on CPU the ranks train with plain DDP, "
+                     "each holding the whole model")
+    return {"fsdp": True, "fsdp_config": dict(cfg.fsdp_config or {})}
+
+
+def _ddp_args() -> dict[str, Any]:
+    """Under several ranks without a GPU: use_cpu, else accelerate sees no distributed setup on a CPU-only machine
+    (its MULTI_CPU mode needs cpu=True) and every rank would train alone on all the data."""
+    import torch
+
+    from llmopt import distributed
+
+    return {"use_cpu": True} if distributed.active() and not torch.cuda.is_available() else {}
 
 
 def _trainer_class() -> type:
@@ -154,8 +187,88 @@ def resumed_step(checkpoint: Path | None) -> int:
     return int(Path(checkpoint).name.rsplit("-", 1)[-1])
 
 
+def _trainer_cls(kind: str) -> type:
+    """The Trainer class of a job by name ('kd', 'hf', 'mlm'): a name, so that a job can travel to other ranks."""
+    from transformers import Trainer
+
+    if kind == "kd":
+        return _trainer_class()
+    if kind == "mlm":
+        from llmopt.training.mlm import masked_lm_trainer
+
+        return masked_lm_trainer()
+    return Trainer
+
+
+def _forwarding(cls: type) -> type:
+    """Under several ranks: `cls` whose evaluate / predict, called by rank 0 after training, run on every rank
+    (they are collectives under DDP); within train() the Trainer already calls them on every rank."""
+    from llmopt import distributed
+
+    if not distributed.active():
+        return cls
+
+    class Forwarding(cls):  # type: ignore[misc, valid-type]
+        llmopt_forward = False  # set once train() has returned
+
+        def evaluate(self, *a: Any, **kw: Any) -> Any:
+            if self.llmopt_forward:
+                distributed.send(("call", "evaluate", a, kw))
+            return super().evaluate(*a, **kw)
+
+        def predict(self, *a: Any, **kw: Any) -> Any:
+            if self.llmopt_forward:
+                distributed.send(("call", "predict", a, kw))
+            return super().predict(*a, **kw)
+
+    Forwarding.__name__ = Forwarding.__qualname__ = cls.__name__
+    return Forwarding
+
+
+def _build_trainer(job: dict[str, Any]) -> Any:
+    """The Trainer of a training job — built the same way on every rank: TrainingArguments from the training
+    block, the JSONL log / checksum / progress callbacks, early stopping."""
+    from transformers import EarlyStoppingCallback
+    from transformers.trainer_callback import PrinterCallback
+
+    from llmopt.training.callbacks import ChecksumOnSave, JsonlLogger, progress_callback
+
+    cfg, work_dir, keep_best = job["cfg"], Path(job["work_dir"]), job["keep_best"]
+    report_tb = importlib.util.find_spec("tensorboard") is not None
+    if report_tb:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(work_dir / "tensorboard")
+    cbs: list[Any] = [JsonlLogger(work_dir / "train_log.jsonl"), ChecksumOnSave(), *progress_callback(),
+                      *(job["callbacks"] or [])]
+    if cfg.early_stopping_patience and keep_best:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = _forwarding(_trainer_cls(job["kind"]))(
+        model=job["model"],
+        args=_training_args(cfg, output_dir=work_dir / "checkpoints", seed=job["seed"], keep_best=keep_best,
+                            report_tb=report_tb, metric=job["metric"]),
+        train_dataset=job["train_dataset"],
+        eval_dataset=job["eval_dataset"],
+        processing_class=job["tokenizer"],
+        data_collator=job["collator"],
+        compute_metrics=job["compute_metrics"],
+        callbacks=cbs,
+        **job["trainer_kw"],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints raw metric dicts; the console shows a live line instead
+    return trainer
+
+
+def serve_job(job: dict[str, Any]) -> Any:
+    """A rank other than 0: run rank 0's training job (its model, data, settings and resume checkpoint)."""
+    from llmopt import runtime
+
+    runtime.configure(job["seed"], job["threads"])
+    trainer = _build_trainer(job)
+    trainer.train(resume_from_checkpoint=job["resume_from"])
+    return trainer
+
+
 def _run_trainer(
-    trainer_cls: type,
+    kind: str,
     model: Any,
     tokenizer: Any,
     *,
@@ -173,37 +286,32 @@ def _run_trainer(
     before_train: Any = None,
     **trainer_kw: Any,
 ) -> tuple[Any, dict[str, Any]]:
-    """The shared core of every training: TrainingArguments from `cfg`, the JSONL log / checksum / progress
-    callbacks, early stopping, resume from a checkpoint; returns the trainer and the metrics every stage reports."""
-    from transformers import EarlyStoppingCallback
-    from transformers.trainer_callback import PrinterCallback
+    """The shared core of every training (`kind`: the Trainer class, see `_trainer_cls`): resume from a
+    checkpoint; returns the trainer and the metrics every stage reports. Under several ranks (torchrun) the job
+    is sent to the other ranks first (`llmopt.distributed`), which train alongside with DDP."""
+    import torch
 
-    from llmopt.training.callbacks import ChecksumOnSave, JsonlLogger, progress_callback
+    from llmopt import distributed
 
-    work_dir = Path(work_dir)
-    report_tb = importlib.util.find_spec("tensorboard") is not None
-    if report_tb:
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(work_dir / "tensorboard")
-    cbs: list[Any] = [JsonlLogger(work_dir / "train_log.jsonl"), ChecksumOnSave(), *progress_callback(),
-                      *(callbacks or [])]
-    if cfg.early_stopping_patience and keep_best:
-        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    trainer = trainer_cls(
-        model=model,
-        args=_training_args(cfg, output_dir=work_dir / "checkpoints", seed=seed, keep_best=keep_best,
-                            report_tb=report_tb, metric=metric),
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        data_collator=collator,
-        compute_metrics=compute_metrics,
-        callbacks=cbs,
-        **trainer_kw,
-    )
-    trainer.remove_callback(PrinterCallback)  # it prints raw metric dicts; the console shows a live line instead
+    job = {"kind": kind, "model": model, "tokenizer": tokenizer, "train_dataset": train_dataset,
+           "eval_dataset": eval_dataset, "collator": collator, "cfg": cfg, "seed": seed, "work_dir": str(work_dir),
+           "resume_from": str(resume_from) if resume_from else None, "callbacks": callbacks, "keep_best": keep_best,
+           "metric": metric, "compute_metrics": compute_metrics, "trainer_kw": trainer_kw,
+           "threads": torch.get_num_threads()}
+    distributed.send(("train", job))  # before the Trainer wraps the model; a no-op in one process
+    trainer = _build_trainer(job)
     if before_train is not None:
         before_train(trainer)
-    out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    try:
+        out = trainer.train(resume_from_checkpoint=job["resume_from"])
+    except RuntimeError as e:
+        if not distributed.active():
+            raise
+        raise distributed.DistributedError(
+            f"training stopped on rank 0: a collective with the other ranks failed, most likely another rank was "
+            f"stopped or killed ({str(e)[:300]}). Checkpoints are kept: rerun the same launch with --resume to "
+            "continue from the last one.") from e
+    trainer.llmopt_forward = True  # rank 0's later evaluate()/predict() run on every rank
     start = resumed_step(resume_from)
     history = trainer.state.log_history
     return trainer, {
@@ -254,11 +362,11 @@ def train_classifier(
         console.note(warning)
     kd = kd if teacher_logits is not None and kd is not None else KDConfig(alpha=0.0)
     trainer, metrics = _run_trainer(
-        _trainer_class(), model, tokenizer,
+        "kd", model, tokenizer,
         train_dataset=_dataset(tokenizer, texts, labels, max_length, cfg.truncation, teacher_logits),
         eval_dataset=_dataset(tokenizer, *dev, max_length, cfg.truncation),
         collator=_Collator(tokenizer), cfg=cfg, seed=seed, work_dir=work_dir, resume_from=resume_from,
-        callbacks=callbacks, keep_best=keep_best, compute_metrics=_compute_metrics(num_labels), kd=kd, hidden=hidden,
+        callbacks=callbacks, keep_best=keep_best, compute_metrics=_ClassMetrics(num_labels), kd=kd, hidden=hidden,
     )
     history = metrics.pop("history")
     return TrainOutcome(trainer, {
@@ -292,7 +400,6 @@ def train_causal_lm(
     eval_loss (a mean of per-batch means).
     """
     from datasets import Dataset
-    from transformers import Trainer
 
     from llmopt.fsutil import atomic_write_json, read_json
     from llmopt.training.causal import CausalCollator, mean_nll
@@ -307,7 +414,7 @@ def train_causal_lm(
 
     cols = ("input_ids", "attention_mask", "labels")
     trainer, metrics = _run_trainer(
-        Trainer, model, tokenizer,
+        "hf", model, tokenizer,
         train_dataset=Dataset.from_dict({c: [e[c] for e in train_dataset] for c in cols}),
         eval_dataset=Dataset.from_dict({c: [e[c] for e in dev_dataset] for c in cols}),
         collator=CausalCollator(pad), cfg=cfg, seed=seed, work_dir=work_dir,
@@ -349,7 +456,7 @@ def train_masked_lm(
     from datasets import Dataset
 
     from llmopt.fsutil import atomic_write_json, read_json
-    from llmopt.training.mlm import MlmCollator, masked_lm_trainer, mean_masked_nll
+    from llmopt.training.mlm import MlmCollator, mean_masked_nll
 
     work_dir = Path(work_dir)
     initial = work_dir / "initial_eval.json"
@@ -365,7 +472,7 @@ def train_masked_lm(
     train_cols = ("input_ids", "attention_mask", "special_tokens_mask")
     dev_cols = ("input_ids", "attention_mask", "labels")
     trainer, metrics = _run_trainer(
-        masked_lm_trainer(), model, tokenizer,
+        "mlm", model, tokenizer,
         train_dataset=Dataset.from_dict({c: [e[c] for e in train_dataset] for c in train_cols}),
         eval_dataset=Dataset.from_dict({c: [e[c] for e in dev_dataset] for c in dev_cols}),
         collator=MlmCollator(tokenizer), cfg=cfg, seed=seed, work_dir=work_dir,
