@@ -100,6 +100,9 @@ class FinetuneConfig(StageConfig):
             raise ValueError("general_text / domain_eval: only for task causal_lm or mlm")
         if self.train.metric_for_best != "loss":
             raise ValueError(f"train.metric_for_best: task {self.task} early-stops on held-out loss; set it to loss")
+        if self.train.learning_rate == "auto" or self.train.sweep:
+            raise ValueError(f"train.{'learning_rate: auto' if self.train.learning_rate == 'auto' else 'sweep'}: only "
+                             f"task classification sweeps its training block (task is {self.task}); give a number")
         return self
 
 
@@ -116,6 +119,8 @@ def run(cfg: FinetuneConfig, ctx: StageContext) -> StageResult:
     from llmopt.data.artifact import load_data_artifact
     from llmopt.fsutil import atomic_write_jsonl
     from llmopt.models import display_path, load_classifier, load_tokenizer, save_model
+    from llmopt.eval import trials
+    from llmopt.training import sweep
     from llmopt.training.checkpoints import last_good_checkpoint
     from llmopt.training.trainer import train_classifier
 
@@ -123,13 +128,15 @@ def run(cfg: FinetuneConfig, ctx: StageContext) -> StageResult:
     base = ctx.model_dir(cfg.model)
     tokenizer = load_tokenizer(base)
     model = load_classifier(base, labels=data.labels, allow_pickle=ctx.allow_pickle, ignore_mismatched_sizes=True)
+    train, dev_split = (data.texts("train"), data.ids(data.train)), (data.texts("dev"), data.ids(data.dev))
+    search, train_cfg = None, cfg.train
+    if sweep.is_sweep(cfg.train):  # learning_rate: auto / sweep: short trials chosen on dev, then the full training
+        search = sweep.Sweep(cfg.train, model, tokenizer, train=train, dev=dev_split, num_labels=len(data.labels),
+                             seed=ctx.seed, stage_dir=ctx.stage_dir, score=trials.score_dev)
+        train_cfg = search.run()
     resume = last_good_checkpoint(ctx.stage_dir / "checkpoints")
-    out = train_classifier(
-        model, tokenizer,
-        train=(data.texts("train"), data.ids(data.train)),
-        dev=(data.texts("dev"), data.ids(data.dev)),
-        num_labels=len(data.labels), cfg=cfg.train, seed=ctx.seed, work_dir=ctx.stage_dir, resume_from=resume,
-    )
+    out = train_classifier(model, tokenizer, train=train, dev=dev_split, num_labels=len(data.labels), cfg=train_cfg,
+                           seed=ctx.seed, work_dir=ctx.stage_dir, resume_from=resume)
     # the best checkpoint is loaded at the end of training; its dev scores are in the history already
     history = out.trainer.state.log_history
     evals = [h for h in history if "eval_loss" in h]
@@ -137,6 +144,10 @@ def run(cfg: FinetuneConfig, ctx: StageContext) -> StageResult:
     dev = next((h for h in evals if h.get("step") == best_step), evals[-1] if evals else {})
     save_model(out.model, tokenizer, ctx.out_dir / "model", inference=out.inference)
     atomic_write_jsonl(ctx.out_dir / "log_history.jsonl", history)
+    if search is not None:
+        gain = trials.compare_fixed(search, data, ctx.out_dir / "model")
+        out.metrics["lr_search"] = search.summary(out.metrics.get("train_runtime_s"), gain)
+        out.metrics["learning_rate"] = train_cfg.learning_rate
     return StageResult({
         **out.metrics,
         "base_model": display_path(base),
@@ -422,7 +433,8 @@ def _run_lm(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
 
 
 def section(sid: str, m: dict, doc: Any) -> None:
-    """What was trained, for how long, the best dev scores (LM tasks: dev loss and perplexity) and the curve;
+    """What was trained, for how long, the best dev scores (LM tasks: dev loss and perplexity) and the curve; with
+    learning_rate: auto or a sweep, the trial table, the chosen values and (compare_fixed) the test gain;
     mlm / causal_lm: domain and general perplexity before and after with intervals."""
     from llmopt.report.render import _num, _pct, short_path, training_section
 
@@ -443,6 +455,10 @@ def section(sid: str, m: dict, doc: Any) -> None:
     if m.get("task", "classification") == "classification":
         doc.p(f"Base model: {short_path(m['base_model'])}. {m['n_train']:,} train / {m['n_dev']:,} dev rows. "
               f"Best dev checkpoint: macro-F1 {_pct(m['dev_macro_f1'])}%, accuracy {_pct(m['dev_accuracy'])}%.")
+        if m.get("lr_search"):
+            from llmopt.training.sweep import section as sweep_section
+
+            sweep_section(m, doc)
         training_section(sid, m, doc)
         return
     how = "full fine-tune" if not m.get("lora") else (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -15,7 +15,8 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    learning_rate: float = Field(2e-5, gt=0)
+    learning_rate: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+        2e-5, description="auto: chosen on dev among 2e-5, 5e-5, 1e-4, 2e-4 by short trials (training.sweep)")
     epochs: float = Field(3, gt=0)
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
     batch_size: int = Field(32, ge=1)
@@ -37,6 +38,20 @@ class TrainConfig(BaseModel):
     fsdp_config: dict | None = Field(None, description="the Trainer's fsdp_config, with fsdp: true (e.g. "
                                      "{reshard_after_forward: true, cpu_offload: false, transformer_layer_cls_to_wrap: "
                                      "[BertLayer]})")
+    sweep_strategy: Literal["halving", "grid"] = Field("halving", description="halving: successive halving of short "
+                                                       "trials; grid: one short trial per candidate")
+    sweep_budget: float = Field(1.0, gt=0, description="the trials' seconds at most this many times one full training")
+    compare_fixed: bool = Field(False, description="also train the block without its sweep (learning_rate 2e-5 under "
+                                "auto) and report the chosen one's test gain with a paired interval")
+    sweep: dict[str, list] | None = Field(None, validate_default=True, description="training field -> candidate "
+                                          "values; their product is swept, chosen on dev")
+
+    @field_validator("sweep")
+    @classmethod
+    def _check_sweep(cls, v: dict | None, info) -> dict | None:  # noqa: ANN001 — pydantic's ValidationInfo
+        from llmopt.training.sweep import check_sweep
+
+        return check_sweep(cls, v, info.data)
 
 
 class KDConfig(BaseModel):

@@ -292,6 +292,9 @@ def _run_trainer(
     import torch
 
     from llmopt import distributed
+    from llmopt.training.sweep import refuse
+
+    refuse(cfg)  # learning_rate: auto / sweep are resolved before training (finetune); elsewhere, one clear error
 
     job = {"kind": kind, "model": model, "tokenizer": tokenizer, "train_dataset": train_dataset,
            "eval_dataset": eval_dataset, "collator": collator, "cfg": cfg, "seed": seed, "work_dir": str(work_dir),
