@@ -78,7 +78,8 @@ class ExecutorConfig(Strict):
                                                   "(a LocalCluster of `workers` single-threaded worker processes)")
     shards: int = Field(8, ge=1, le=4096, description="shuffle partitions of the exact-hash and LSH band group-bys "
                         "(a group-by task holds 1/shards of the keys: raise it for corpora of many GB)")
-    retries: int = Field(2, ge=0, le=10, description="times a partition whose worker died is run again")
+    retries: int = Field(2, ge=0, le=10, description="pool: times a partition whose worker died is run again "
+                         "(dask: its scheduler's allowed-failures)")
 
     @model_validator(mode="after")
     def _address_iff_dask(self) -> "ExecutorConfig":

@@ -39,7 +39,7 @@ def _copy_big(src: Path, dst: Path) -> None:
 
 
 def _load_all(work: Path, pattern: str, dtype: np.dtype) -> np.ndarray:
-    parts = [np.load(p) for p in sorted(work.glob(pattern))]
+    parts = [P.load_npy(p) for p in sorted(work.glob(pattern))]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 

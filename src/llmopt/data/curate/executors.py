@@ -6,7 +6,8 @@ yields (task index, result) as tasks finish, in any order.
 - `Pool`: a `concurrent.futures.ProcessPoolExecutor` (spawned workers). A worker that dies (kill -9, OOM)
   breaks the pool: the pool is rebuilt and the tasks that had not returned are submitted again (`retries`).
 - `Dask`: a `distributed.Client` on a scheduler address, or a `LocalCluster` for address 'local'. Dask itself
-  reschedules the tasks of a worker that dies; `retries` covers tasks that raise.
+  reschedules the tasks of a worker that dies (up to its `distributed.scheduler.allowed-failures`, 3); a task
+  that raises (bad input) fails the run at once.
 
 Tasks write their outputs themselves (atomically, under the stage's work folder), so a task that is run twice
 writes the same files; results are small summaries. A remote Dask cluster needs the work folder and the input
@@ -118,8 +119,8 @@ class Pool:
 class Dask:
     kind = "dask"
 
-    def __init__(self, address: str, workers: int = 2, retries: int = 2, processes: bool = True):
-        self.address, self.workers, self.retries, self.processes = address, workers, retries, processes
+    def __init__(self, address: str, workers: int = 2, processes: bool = True):
+        self.address, self.workers, self.processes = address, workers, processes
         self.client = self.cluster = None
 
     def __enter__(self) -> "Dask":
@@ -162,7 +163,7 @@ class Dask:
             if nxt is None:
                 return False
             i, args = nxt
-            fut = self.client.submit(fn, *args, pure=False, retries=self.retries)
+            fut = self.client.submit(fn, *args, pure=False)  # a bad row would raise again: no retries
             index[fut.key] = i
             ac.add(fut)
             return True
@@ -184,4 +185,4 @@ def make_executor(cfg: Any) -> InProcess | Pool | Dask:
         return InProcess()
     if cfg.kind == "pool":
         return Pool(cfg.workers, cfg.retries)
-    return Dask(cfg.address, cfg.workers, cfg.retries)
+    return Dask(cfg.address, cfg.workers)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,16 @@ BAND_DT = np.dtype([("k", "<u8"), ("g", "<i8")])
 NONREP_DT = np.dtype([("g", "<i8"), ("r", "<i8"), ("s", "u1")])
 EDGE_DT = np.dtype([("a", "<i8"), ("b", "<i8"), ("sim", "<f8")])
 KILL_ONCE = "LLMOPT_CURATE_KILL_ONCE"  # tests: a file whose claimer SIGKILLs itself mid-partition (one worker)
+
+
+_NPY_LOCK = threading.Lock()
+
+
+def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    """np.load under a lock: its header parser (ast.literal_eval) is not thread-safe on CPython 3.11, and Dask
+    workers may be threads of one process ('AST constructor recursion depth mismatch')."""
+    with _NPY_LOCK:
+        return np.load(path, mmap_mode="r" if mmap else None)
 
 
 @dataclass(frozen=True)
@@ -222,11 +233,13 @@ _HELD: dict[tuple, HeldIndex] = {}
 def load_held(work: Path, cfg: Any) -> HeldIndex:
     meta = work / "held.json"
     key = (str(meta), meta.stat().st_mtime_ns, cfg.dedup.near, cfg.dedup.threshold)
-    if key not in _HELD:
-        _HELD.clear()
+    held = _HELD.get(key)
+    if held is None:  # (Dask thread workers may build it twice: harmless)
         m = read_json(meta)
-        _HELD[key] = HeldIndex(cfg, m["ids"], m["hashes"], np.load(work / "held.sig.npy"), m["has_sig"])
-    return _HELD[key]
+        held = HeldIndex(cfg, m["ids"], m["hashes"], load_npy(work / "held.sig.npy"), m["has_sig"])
+        _HELD.clear()
+        _HELD[key] = held
+    return held
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -311,7 +324,7 @@ def _gather(work: Path, metas: list[dict], name: str, off_key: str, shard: int, 
     for m in metas:
         a, b = m[off_key][shard], m[off_key][shard + 1]
         if b > a:
-            parts.append(np.asarray(np.load(part_path(work, m["index"], name), mmap_mode="r")[a:b]))
+            parts.append(np.asarray(load_npy(part_path(work, m["index"], name), mmap=True)[a:b]))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
@@ -372,7 +385,7 @@ def reduce_bands(work: str, shard: int, threshold: float) -> int:
     man = read_json(work / "manifest.json")
     metas = man["partitions"]
     rec = _gather(work, metas, "bands.npy", "bd_off", shard, BAND_DT)
-    nonrep = np.load(work / "nonrep.npy", mmap_mode="r")
+    nonrep = load_npy(work / "nonrep.npy", mmap=True)
     if len(nonrep) and len(rec):
         pos = np.searchsorted(nonrep, rec["g"])
         hit = (pos < len(nonrep)) & (nonrep[np.minimum(pos, len(nonrep) - 1)] == rec["g"])
@@ -403,7 +416,7 @@ def _signatures(work: Path, metas: list[dict], gids: np.ndarray) -> np.ndarray:
     out = None
     for pi in np.unique(p):
         m = metas[int(pi)]
-        arr = np.load(part_path(work, m["index"], "sig.npy"), mmap_mode="r")
+        arr = load_npy(part_path(work, m["index"], "sig.npy"), mmap=True)
         sel = p == pi
         if out is None:
             out = np.zeros((len(gids), arr.shape[1]), dtype=np.uint32)
