@@ -41,7 +41,7 @@ def test_stages_lists_fields_with_defaults(capsys):
     out = capsys.readouterr().out
     for stage in ("data:", "finetune:", "evaluate:", "report:"):
         assert stage in out
-    assert "learning_rate: float (default 2e-05)" in out
+    assert "learning_rate: float | 'auto' (default 2e-05)" in out
     assert out.count("learning_rate: float") == 1  # the shared train block is listed once
     assert "teacher: model (stage id, folder or {builtin: minilm}) (required)" in out
     assert "scheduler: 'linear' | 'cosine' | 'constant' (default 'linear')" in out

@@ -113,6 +113,8 @@ def _type_name(ann: object) -> str:
     if marker is not None:
         return _INPUT_NAMES[marker.kind]
     origin = typing.get_origin(ann)
+    if origin is typing.Annotated:  # a constrained type (Annotated[float, Field(gt=0)]): its base type
+        return _type_name(typing.get_args(ann)[0])
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in typing.get_args(ann))
     if origin is not None and typing.get_args(ann):
