@@ -67,8 +67,13 @@ class DataConfig(StageConfig):
 
 
 def load_splits(cfg: DataConfig, seed: int) -> tuple[dict[str, list[Example]], str]:
-    """Read the source and return train/dev/test examples and a name for messages; with rest_as_unlabelled, also
-    "unlabelled": the train/dev rows the max_*_rows caps left out."""
+    """Read the source and return train/dev/test examples and a name for messages."""
+    splits, name, _ = load_splits_and_rest(cfg, seed)
+    return splits, name
+
+
+def load_splits_and_rest(cfg: DataConfig, seed: int) -> tuple[dict[str, list[Example]], str, list[Example]]:
+    """load_splits plus, with rest_as_unlabelled, the train/dev rows the max_*_rows caps left out."""
     src = cfg.source
     if isinstance(src, BuiltinSource):
         given = {"train": read_rotten_tomatoes()}
@@ -110,8 +115,7 @@ def load_splits(cfg: DataConfig, seed: int) -> tuple[dict[str, list[Example]], s
                 ids = {id(ex) for ex in kept}
                 rest += [ex for ex in splits[split] if id(ex) not in ids]
             splits[split] = kept
-    splits["unlabelled"] = rest
-    return splits, name
+    return splits, name, rest
 
 
 
@@ -121,8 +125,8 @@ def run(cfg: DataConfig, ctx: StageContext) -> StageResult:
     from llmopt import faults
 
     faults.point("data.read")
-    splits, name = load_splits(cfg, ctx.seed)
-    unlabelled = [ex.text for ex in splits.pop("unlabelled")]
+    splits, name, rest = load_splits_and_rest(cfg, ctx.seed)
+    unlabelled = [ex.text for ex in rest]
     labels = check_splits(splits, name)
     if isinstance(cfg.source, FileSource) and cfg.source.unlabelled:
         unlabelled += read_texts(Path(cfg.source.unlabelled), cfg.source.format, cfg.source.text_column)
