@@ -83,10 +83,10 @@ def test_version(capsys):
 
 def test_override_typo_is_blamed_on_the_command_line(capsys):
     recipe = str(ROOT / "recipes/default.yaml")
-    assert main(["validate", recipe, "stages.prune.ffn_kep=0.3"]) == 2
+    assert main(["validate", recipe, "stages.distill.vocab_trm=false"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("llmopt: error: override 'stages.prune.ffn_kep=0.3': unknown key 'ffn_kep' "
-                          "(did you mean 'ffn_keep'?)")
+    assert err.startswith("llmopt: error: override 'stages.distill.vocab_trm=false': unknown key 'vocab_trm' "
+                          "(did you mean 'vocab_trim'?)")
     assert "default.yaml" not in err and len(err.splitlines()) == 1
     assert main(["validate", recipe, "stages.finetune.train.epochs=abc"]) == 2
     assert capsys.readouterr().err.startswith("llmopt: error: override 'stages.finetune.train.epochs=abc': ")

@@ -174,3 +174,31 @@ def test_fsdp_option_reaches_training_arguments(tmp_path):
     assert args.fsdp_config["reshard_after_forward"] is True
     plain = _training_args(TrainConfig(), output_dir=tmp_path, seed=0, keep_best=False, report_tb=False)
     assert not plain.fsdp
+
+
+def test_a_message_larger_than_the_store_takes_travels_in_chunks():
+    """torch's TCPStore resets the connection on one value of 16 MB (a MiniLM model is ~90 MB): put/take split
+    it, and the last reader leaves no key behind."""
+    import socket
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from llmopt import distributed
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = dist.TCPStore("127.0.0.1", port, 1, True, timeout=timedelta(seconds=30))  # noqa: F841 - keeps it up
+
+    def client():
+        return dist.TCPStore("127.0.0.1", port, 1, False, timeout=timedelta(seconds=30))
+
+    data = bytes(range(256)) * (20 * 4096)  # 20 MB
+    with pytest.raises(RuntimeError):  # the store's own limit: a reset connection, not a silent truncation
+        client().set("whole", data)
+    store = client()
+    distributed.put(store, "msg/0", data)
+    assert int(store.get("msg/0")) == 5  # 4 MB chunks
+    assert distributed.take(store, "msg/0", readers=2) == data and store.check(["msg/0"])  # one reader still to come
+    assert distributed.take(store, "msg/0", readers=2) == data and not store.check(["msg/0", "msg/0/0"])

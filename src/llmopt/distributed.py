@@ -134,7 +134,32 @@ def send(message: tuple) -> None:
         return
     n = _state["sent"]
     _state["sent"] += 1
-    _store().set(f"msg/{n}", pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+    put(_store(), f"msg/{n}", pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+# torch's TCPStore (libuv server) drops a connection that sends one value over ~16 MB ("Connection reset by
+# peer"); a model in a message is larger (MiniLM: ~90 MB), so values travel in chunks.
+CHUNK_BYTES = 4 << 20
+
+
+def put(store: Any, key: str, data: bytes) -> None:
+    """`data` under `key` in chunks: key/0 … key/k-1 first, then `key` = k, so a reader waiting on `key` finds
+    every chunk there."""
+    chunks = [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+    for i, c in enumerate(chunks):
+        store.set(f"{key}/{i}", c)
+    store.set(key, str(len(chunks)))
+
+
+def take(store: Any, key: str, readers: int) -> bytes:
+    """What `put` wrote under `key` (present: wait for it first); the last of `readers` deletes it."""
+    k = int(store.get(key))
+    data = b"".join(store.get(f"{key}/{i}") for i in range(k))
+    if store.add(f"{key}/read", 1) == readers:  # the last reader frees the payload (a model, data)
+        for i in range(k):
+            store.delete_key(f"{key}/{i}")
+        store.delete_key(key)
+    return data
 
 
 def receive() -> tuple:
@@ -149,9 +174,7 @@ def receive() -> tuple:
         raise DistributedError(f"rank {rank()}: no word from rank 0 within {wait_s()} s (LLMOPT_DIST_WAIT_S), or "
                                f"the connection to the launcher's store was lost ({e})") from None
     _state["received"] += 1
-    data = store.get(key)
-    if store.add(f"{key}/read", 1) == world_size() - 1:  # the last reader frees the payload (a model, data)
-        store.delete_key(key)
+    data = take(store, key, world_size() - 1)
     return pickle.loads(data)  # noqa: S301 - written by rank 0 of this launch, as torch.distributed's own objects
 
 

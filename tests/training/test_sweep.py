@@ -38,7 +38,7 @@ def hand_made_dev(monkeypatch):
     def fake(trainer, num_labels, metric, seed):
         lr = trainer.args.learning_rate
         scored.append(lr)
-        return {**real(trainer, num_labels, metric, seed), "value": HAND_MADE[lr]}
+        return {**real(trainer, num_labels, metric, seed), "value": HAND_MADE[lr], "loss": 1 - HAND_MADE[lr]}
 
     monkeypatch.setattr(trials, "score_dev", fake)
     return scored
@@ -91,6 +91,22 @@ def test_auto_tries_2e5_and_picks_the_dev_winner_then_trains_it_fully(tmp_path, 
     md = doc.markdown()
     assert "| learning_rate 0.0001 | 1 |" in md and "Chosen: learning_rate 0.0001" in md
     assert "paired bootstrap 95% interval" in md
+
+
+def test_early_rungs_keep_the_lowest_dev_loss_and_the_last_ranks_on_the_metric(tmp_path, data_stage, tiny_bert,
+                                                                               hand_made_dev, monkeypatch):
+    """Short trials tie on accuracy/F1 (one class predicted) while the loss separates them: rung 0 keeps the two
+    lowest dev losses even where the metric prefers others; the final choice among them is by the metric."""
+    from llmopt.eval import trials
+    from llmopt.training import sweep
+
+    loss = {2e-5: 0.3, 5e-5: 0.4, 1e-4: 0.5, 2e-4: 0.6}  # the reverse of HAND_MADE's order
+    fake = trials.score_dev
+    monkeypatch.setattr(trials, "score_dev", lambda tr, *a: {**fake(tr, *a), "loss": loss[tr.args.learning_rate]})
+    monkeypatch.setattr(sweep.Sweep, "fractions", lambda self: [0.25, 0.5])
+    m, _ = _run(tmp_path, data_stage, tiny_bert, learning_rate="auto", sweep_budget=1000)
+    assert hand_made_dev == [2e-5, 5e-5, 1e-4, 2e-4, 2e-5, 5e-5]  # 1e-4 (best metric) dropped on its loss
+    assert m["lr_search"]["chosen"] == {"learning_rate": 5e-5}  # 0.60 > 0.50 on the metric in the last rung
 
 
 def test_a_resumed_sweep_trains_only_the_unfinished_trials(tmp_path, data_stage, tiny_bert, hand_made_dev, monkeypatch):

@@ -146,3 +146,18 @@ def read_transfer_texts(path: Path) -> list[str]:
     if path.suffix == ".jsonl":
         return [r["text"] for r in read_jsonl(path)]
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def gather_transfer_texts(cfg: Any, ctx: Any, unlabelled: list[str]) -> list[str]:
+    """The unlabelled part of a distill/search stage's transfer set: the data stage's unlabelled texts (when
+    `cfg.unlabelled`), `cfg.extra_texts` files and `cfg.transfer`'s augment variants, sampled (seeded) down to
+    `cfg.max_transfer_rows`. The teacher labels them."""
+    import random
+
+    extra = (list(unlabelled) if cfg.unlabelled else []) + [t for p in cfg.extra_texts
+                                                            for t in read_transfer_texts(Path(p))]
+    if cfg.transfer is not None:
+        extra += read_transfer_set(ctx.artifacts_of(cfg.transfer), cfg.id, cfg.transfer)
+    if cfg.max_transfer_rows is not None and len(extra) > cfg.max_transfer_rows:
+        extra = random.Random(ctx.seed).sample(extra, cfg.max_transfer_rows)
+    return extra

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmopt.fsutil import read_json, read_jsonl
@@ -14,6 +14,8 @@ class LabelledData:
     train: list[dict]
     dev: list[dict]
     test: list[dict]
+    unlabelled: list[str] = field(default_factory=list)  # unlabelled.jsonl: rows the caps left out, or the
+    # source's `unlabelled:` file
 
     def split(self, name: str) -> list[dict]:
         return {"train": self.train, "dev": self.dev, "test": self.test}[name]
@@ -33,4 +35,5 @@ def load_data_artifact(folder: Path) -> LabelledData:
         train=read_jsonl(folder / "train.jsonl"),
         dev=read_jsonl(folder / "dev.jsonl"),
         test=read_jsonl(folder / "test.jsonl"),
+        unlabelled=[r["text"] for r in read_jsonl(extra)] if (extra := folder / "unlabelled.jsonl").exists() else [],
     )

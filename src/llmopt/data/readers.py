@@ -69,6 +69,30 @@ def read_examples(path: Path, fmt: str, text_column: str, label_column: str) -> 
     return examples
 
 
+def read_texts(path: Path, fmt: str, text_column: str) -> list[str]:
+    """Unlabelled texts: a .txt file (one text per non-blank line) or the text column of a JSONL/CSV/TSV/Parquet
+    file; blank texts are skipped. DataError naming the file (and row) otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: unlabelled text file not found. Check `unlabelled:` in the recipe.")
+    if path.suffix.lower() == ".txt":
+        return [line.strip() for line in _decode(path).splitlines() if line.strip()]
+    fmt = detect_format(path) if fmt in ("auto", "disk") else fmt
+    rows = {"jsonl": _jsonl_rows, "parquet": _parquet_rows}.get(fmt)
+    rows = rows(path) if rows else _csv_rows(path, "\t" if fmt == "tsv" else ",")
+    texts = []
+    for where, row in rows:
+        if text_column not in row:
+            raise DataError(f"{where}: missing column '{text_column}' (found: {', '.join(map(str, row)) or 'none'}). "
+                            "Set `text_column:` in the recipe.")
+        text = row[text_column]
+        if text is not None and not isinstance(text, str):
+            raise DataError(f"{where}: '{text_column}' must be a string, got {type(text).__name__}.")
+        if text and text.strip():
+            texts.append(text.strip())
+    return texts
+
+
 def read_disk_splits(path: Path, text_column: str, label_column: str) -> dict[str, list[Example]]:
     """Read a folder written by `datasets` `save_to_disk` (a Dataset or a DatasetDict)."""
     try:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from llmopt.data.readers import Example, read_disk_splits, read_examples, read_rotten_tomatoes
+from llmopt.data.readers import Example, read_disk_splits, read_examples, read_rotten_tomatoes, read_texts
 from llmopt.data.splits import check_splits, stratified_split, stratified_subsample
 from llmopt.fsutil import atomic_write_json, atomic_write_jsonl
 from llmopt.integrity import content_hash
@@ -27,6 +27,8 @@ class FileSource(Strict):
     dev: InputFile | None = None
     test: InputFile | None = None
     format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "disk"] = "auto"
+    unlabelled: InputFile | None = Field(None, description="unlabelled in-domain text (JSONL with the text column, "
+                                         "or .txt, one text per line): the distill stage's extra transfer set")
     text_column: str = "text"
     label_column: str = "label"
 
@@ -39,7 +41,7 @@ class FileSource(Strict):
         return self
 
     def files(self) -> list[str]:
-        return [p for p in (self.path, self.train, self.dev, self.test) if p]
+        return [p for p in (self.path, self.train, self.dev, self.test, self.unlabelled) if p]
 
 
 class SplitFractions(Strict):
@@ -56,6 +58,9 @@ class DataConfig(StageConfig):
     max_train_rows: int | None = Field(None, ge=2, description="stratified subsample of train (quick runs)")
     max_dev_rows: int | None = Field(None, ge=2)
     max_test_rows: int | None = Field(None, ge=2)
+    rest_as_unlabelled: bool = Field(
+        True, description="the train and dev rows that max_train_rows / max_dev_rows leave out are written, text only, "
+        "to unlabelled.jsonl (the distill stage's transfer set); test rows never are")
     length_tokenizer: ModelRef | None = Field(
         BuiltinModel(builtin="minilm"),
         description="the token-length distribution of each split is measured with this model's tokenizer; null: skip")
@@ -63,6 +68,12 @@ class DataConfig(StageConfig):
 
 def load_splits(cfg: DataConfig, seed: int) -> tuple[dict[str, list[Example]], str]:
     """Read the source and return train/dev/test examples and a name for messages."""
+    splits, name, _ = load_splits_and_rest(cfg, seed)
+    return splits, name
+
+
+def load_splits_and_rest(cfg: DataConfig, seed: int) -> tuple[dict[str, list[Example]], str, list[Example]]:
+    """load_splits plus, with rest_as_unlabelled, the train/dev rows the max_*_rows caps left out."""
     src = cfg.source
     if isinstance(src, BuiltinSource):
         given = {"train": read_rotten_tomatoes()}
@@ -96,10 +107,16 @@ def load_splits(cfg: DataConfig, seed: int) -> tuple[dict[str, list[Example]], s
     if "dev" not in splits:
         frac = cfg.split.dev / (1 - cfg.split.test) if "test" not in given else cfg.split.dev
         splits["train"], splits["dev"] = stratified_split(splits["train"], frac, seed + 1)
+    rest: list[Example] = []
     for split, limit in (("train", cfg.max_train_rows), ("dev", cfg.max_dev_rows), ("test", cfg.max_test_rows)):
         if limit is not None:
-            splits[split] = stratified_subsample(splits[split], limit, seed + 2)
-    return splits, name
+            kept = stratified_subsample(splits[split], limit, seed + 2)
+            if split != "test" and cfg.rest_as_unlabelled:
+                ids = {id(ex) for ex in kept}
+                rest += [ex for ex in splits[split] if id(ex) not in ids]
+            splits[split] = kept
+    return splits, name, rest
+
 
 
 def run(cfg: DataConfig, ctx: StageContext) -> StageResult:
@@ -108,13 +125,21 @@ def run(cfg: DataConfig, ctx: StageContext) -> StageResult:
     from llmopt import faults
 
     faults.point("data.read")
-    splits, name = load_splits(cfg, ctx.seed)
+    splits, name, rest = load_splits_and_rest(cfg, ctx.seed)
+    unlabelled = [ex.text for ex in rest]
     labels = check_splits(splits, name)
+    if isinstance(cfg.source, FileSource) and cfg.source.unlabelled:
+        unlabelled += read_texts(Path(cfg.source.unlabelled), cfg.source.format, cfg.source.text_column)
     out = ctx.out_dir
     for split in SPLITS:
         atomic_write_jsonl(out / f"{split}.jsonl", [{"text": ex.text, "label": ex.label} for ex in splits[split]])
+    if unlabelled:
+        held_out = {ex.text for s in ("dev", "test") for ex in splits[s]}
+        unlabelled = [t for t in dict.fromkeys(unlabelled) if t not in held_out]  # never a scored text as transfer
+        atomic_write_jsonl(out / "unlabelled.jsonl", [{"text": t} for t in unlabelled])
     atomic_write_json(out / "labels.json", {"labels": labels})
     metrics = {
+        "unlabelled_rows": len(unlabelled),
         "source": name,
         "labels": labels,
         "rows": {s: len(splits[s]) for s in SPLITS},

@@ -58,6 +58,10 @@ class DistillConfig(StageConfig):
     vocab_trim: bool = Field(False, description="keep only the tokens of the train, dev and transfer texts (plus "
                              "specials and single characters) in the student's tokenizer and embeddings")
     extra_texts: list[InputFile] = Field([], description="JSONL (text) or .txt files of unlabelled transfer text")
+    unlabelled: bool = Field(True, description="add the data stage's unlabelled texts (train/dev rows its caps left "
+                             "out, or its source's `unlabelled:` file) to the transfer set, teacher-labelled")
+    max_transfer_rows: int | None = Field(None, ge=1, description="at most this many unlabelled transfer texts (a "
+                                          "seeded sample; the labelled train rows are always kept)")
     transfer: StageRef | None = Field(None, description="an augment stage: its variants join the transfer set, "
                                       "teacher-labelled")
     kd: KDConfig = KDConfig()
@@ -129,9 +133,7 @@ def build_student(cfg: DistillConfig, teacher: Any, tokenizer: Any, labels: list
 def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     """Build the student, label the transfer set with the teacher once (cached), train the student with the KD
     loss (plus the layer-wise losses when asked), and save it to artifacts/model."""
-    from pathlib import Path
-
-    from llmopt.compression.distillation import read_transfer_set, read_transfer_texts, teacher_logits
+    from llmopt.compression.distillation import gather_transfer_texts, teacher_logits
     from llmopt.data.artifact import load_data_artifact
     from llmopt.errors import ModelError
     from llmopt.fsutil import atomic_write_jsonl
@@ -152,9 +154,7 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
                          f"{data.labels}. Distil a teacher fine-tuned on this data.")
 
     texts, labels = data.texts("train"), data.ids(data.train)
-    extra = [t for p in cfg.extra_texts for t in read_transfer_texts(Path(p))]
-    if cfg.transfer is not None:
-        extra += read_transfer_set(ctx.artifacts_of(cfg.transfer), cfg.id, cfg.transfer)
+    extra = gather_transfer_texts(cfg, ctx, data.unlabelled)
     all_texts, all_labels = texts + extra, labels + [-100] * len(extra)  # -100: no label, KD term only
 
     tokenizer = load_tokenizer(t_dir)
@@ -205,6 +205,7 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
         "vocab": vocab_info,
         "transfer_rows": len(all_texts),
         "unlabelled_rows": len(extra),
+        "data_unlabelled_rows": len(data.unlabelled) if cfg.unlabelled else 0,
         "transfer_stage": cfg.transfer,
         "teacher_train_accuracy": teacher_train_acc,
         "dev_accuracy": dev.get("eval_accuracy"),
@@ -228,6 +229,8 @@ def section(sid: str, m: dict, doc: Any) -> None:
           f"{student} ({m['student_params']:,} parameters, {m['teacher_params'] / max(m['student_params'], 1):.1f}× "
           "fewer). Transfer set: " + (f"{m['transfer_rows']:,} texts — the {labelled:,} labelled train rows plus "
                                       f"{m['unlabelled_rows']:,} unlabelled or augmented texts"
+                                      + (f" (the data stage's {m['data_unlabelled_rows']:,} unlabelled texts among "
+                                         "them)" if m.get("data_unlabelled_rows") else "")
                                       + (f" (augment stage '{m['transfer_stage']}')" if m.get("transfer_stage") else "")
                                       if m["unlabelled_rows"] else f"the {labelled:,} labelled train rows")
           + "; the teacher's logits on them are the soft targets (it gets "

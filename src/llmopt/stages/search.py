@@ -60,6 +60,9 @@ class SearchConfig(StageConfig):
     extra_texts: list[InputFile] = Field([], description="JSONL (text) or .txt files of unlabelled transfer text, "
                                          "teacher-labelled, as in distill")
     transfer: StageRef | None = Field(None, description="an augment stage: its variants join the transfer set")
+    unlabelled: bool = Field(True, description="add the data stage's unlabelled texts to the transfer set, as in "
+                             "distill")
+    max_transfer_rows: int | None = Field(None, ge=1, description="at most this many unlabelled transfer texts")
     latency_runs: int = Field(100, ge=10)
     warmup: int = Field(10, ge=1)
     latency_threads: list[int] = Field([], description="also time each candidate at batch 1 with these ONNX Runtime "
@@ -158,7 +161,7 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
     import numpy as np
 
     from llmopt.compression import search as S
-    from llmopt.compression.distillation import read_transfer_set, read_transfer_texts, teacher_logits
+    from llmopt.compression.distillation import gather_transfer_texts, teacher_logits
     from llmopt.compression.gate import export_ort_int8_reference, speed_gate
     from llmopt.compression.onnx_export import build_onnx_model
     from llmopt.data.artifact import load_data_artifact
@@ -219,9 +222,7 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
     sp = cfg.space
     grid = S.candidate_grid(sp.layers, sp.ffn_keep, sp.vocab_trim, sp.scheme, family=sp.family, hidden=sp.hidden,
                             embed_dim=sp.embed_dim, attention_loss=sp.attention_loss, hidden_loss=sp.hidden_loss)
-    extra = [t for p in cfg.extra_texts for t in read_transfer_texts(Path(p))]
-    if cfg.transfer is not None:
-        extra += read_transfer_set(ctx.artifacts_of(cfg.transfer), cfg.id, cfg.transfer)
+    extra = gather_transfer_texts(cfg, ctx, data.unlabelled)
     logits = None
     done: dict[str, dict] = {}
     skipped, resumed, out_of_time = [], [], False

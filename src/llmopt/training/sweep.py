@@ -250,7 +250,7 @@ class Sweep:
         complete: list[list[dict]] = []
         for rung, (size, frac) in enumerate(zip(sizes, fractions)):
             if rung > 0:
-                alive = [r["index"] for r in self._ranked(complete[-1])[:size]]
+                alive = [r["index"] for r in self._ranked(complete[-1], early=True)[:size]]
                 plan = [(self.candidates[i], self._steps(self.candidates[i], frac)) for i in alive]
                 todo = [(v, s) for v, s in plan if not (self.dir / f"{trial_name(rung, s, v)}.json").is_file()]
                 if todo and self.spent_s() + self._estimate(todo) > self.budget_s():
@@ -285,10 +285,14 @@ class Sweep:
             self.pristine = copy.deepcopy(self.model)  # the full training changes `model` in place
         return self.cfg
 
-    def _ranked(self, records: list[dict]) -> list[dict]:
-        """Best dev first (lowest loss when that is the metric); ties keep candidate order."""
-        sign = 1 if self.block.metric_for_best == "loss" else -1
-        return sorted(records, key=lambda r: (sign * r["dev"]["value"], r["index"]))
+    def _ranked(self, records: list[dict], early: bool = False) -> list[dict]:
+        """Best dev first; ties keep candidate order. The final choice ranks on metric_for_best. An early rung
+        (`early`: which candidates go on) ranks on dev loss: its trials are so short that most candidates still
+        predict one class, where accuracy and F1 tie or differ by a row or two while the loss already separates
+        them (successive halving's usual intermediate signal, Jamieson & Talwalkar 2016)."""
+        if early or self.block.metric_for_best == "loss":
+            return sorted(records, key=lambda r: (r["dev"]["loss"], r["index"]))
+        return sorted(records, key=lambda r: (-r["dev"]["value"], r["index"]))
 
     def _train_trial(self, path: Path, rung: int, index: int, values: dict, steps: int, frac: float) -> None:
         import copy
@@ -371,7 +375,8 @@ def section(m: dict[str, Any], doc: Any) -> None:
     how = ("successive halving (the better half goes on with twice the steps)" if s["strategy"] == "halving"
            else "one short trial each")
     doc.p(f"Hyperparameter sweep ({what}): {len(s['candidates'])} candidates, {how}, all with the same seed, "
-          f"selected on dev {metric} only. Trials: {', '.join(f'{f:.0%}' for f in s['fractions'])} of each "
+          f"selected on dev data only (an early rung keeps the candidates with the lowest dev loss, the last "
+          f"ranks on dev {metric}). Trials: {', '.join(f'{f:.0%}' for f in s['fractions'])} of each "
           f"candidate's full steps per rung; {s['seconds']:.0f} s in all against a budget of "
           + (f"{s['budget_s']:.0f} s ({s['budget']:g}× the estimated {s['full_estimate_s']:.0f} s of one full "
              "training)" if s.get("budget_s") else f"{s['budget']:g}× one full training")
@@ -379,10 +384,11 @@ def section(m: dict[str, Any], doc: Any) -> None:
           + (f". {s['stopped'][0].upper()}{s['stopped'][1:]}." if s.get("stopped") else "."))
     unit = f"dev {metric} %" if pct else f"dev {metric}"
     rows = [[_values(t["values"]), str(t["rung"]), f"{t['steps']:,} ({t['fraction']:.0%})", dev(t["dev"]),
-             f"{t['seconds']:.0f}"] for t in s["trials"]]
-    rows += [[_values(c["values"]), "—", "—", "not tried (budget)", "—"] for c in s["candidates"]
+             f"{t['dev']['loss']:.3f}" if t["dev"].get("loss") is not None else "—", f"{t['seconds']:.0f}"]
+            for t in s["trials"]]
+    rows += [[_values(c["values"]), "—", "—", "not tried (budget)", "—", "—"] for c in s["candidates"]
              if c["status"].startswith("not tried")]
-    doc.table(["candidate", "rung", "steps", f"{unit} [95% CI]", "seconds"], rows)
+    doc.table(["candidate", "rung", "steps", f"{unit} [95% CI]", "dev loss", "seconds"], rows)
     doc.p(f"Chosen: {_values(s['chosen'])} (the fixed block would use {_values(s['fixed'])}).")
     c = s.get("compare_fixed")
     if c:
