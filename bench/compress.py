@@ -150,7 +150,7 @@ def quick_recipe(work: Path) -> Path:
     few = {"max_steps": 4, "batch_size": 16, "early_stopping_patience": None, "eval_batch_size": 64}
     for st in rec["stages"]:
         if st["type"] == "data":
-            st.update(max_train_rows=200, max_dev_rows=64, max_test_rows=64)
+            st.update(max_train_rows=200, max_dev_rows=64, max_test_rows=64, rest_as_unlabelled=False)  # as full
         if st["type"] == "augment":
             st["copies"] = 1
         if st["id"] == TEACHER:

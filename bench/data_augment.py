@@ -203,7 +203,7 @@ def distill_arms(run_dir: Path, cfg: dict, threads: int) -> dict:
                 (sdir / "artifacts").mkdir(parents=True, exist_ok=True)
                 ctx = StageContext(run_dir=run_dir, stage_dir=sdir, seed=seed, threads=threads, stage_dirs=dirs)
                 m = run(DistillConfig(id=f"student-{arm}", teacher="teacher", layers=[0, 2, 4], transfer=transfer,
-                                      train=train), ctx).metrics
+                                      unlabelled=False, train=train), ctx).metrics
                 a = acc(sdir / "artifacts" / "model")
                 atomic_write_json(done, {"seed": seed, "test_accuracy": a, "retention": a / teacher_acc,
                                          "transfer_rows": m["transfer_rows"]})

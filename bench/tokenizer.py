@@ -157,7 +157,8 @@ def part_speed(quick: bool) -> dict:
 # ---------------------------------------------------------------- the small-vocabulary student
 FULL = {"model": "{builtin: minilm}", "layers": [0, 2, 4], "limits": "", "steps": "", "latency_runs": 300,
         "teacher_epochs": 3, "student_epochs": 5, "recover_epochs": 2}
-QUICK = {**FULL, "layers": [0, 2], "limits": "\n    max_train_rows: 200\n    max_dev_rows: 100\n    max_test_rows: 200",
+QUICK = {**FULL, "layers": [0, 2], "limits": "\n    max_train_rows: 200\n    max_dev_rows: 100\n    max_test_rows: 200"
+         "\n    rest_as_unlabelled: false",
          "steps": ", max_steps: 3", "latency_runs": 20}
 
 

@@ -28,6 +28,7 @@ stages:
     type: distill
     teacher: teacher
     layers: [0, 2, 4]
+    unlabelled: false
     train:
       epochs: 2
       batch_size: 16
