@@ -109,6 +109,24 @@ def test_early_rungs_keep_the_lowest_dev_loss_and_the_last_ranks_on_the_metric(t
     assert m["lr_search"]["chosen"] == {"learning_rate": 5e-5}  # 0.60 > 0.50 on the metric in the last rung
 
 
+def test_a_sweep_the_budget_cuts_before_its_last_rung_chooses_on_dev_loss(tmp_path, data_stage, tiny_bert,
+                                                                          hand_made_dev, monkeypatch):
+    """Only rung 0's short trials ran: their F1 ties or differs by a row (noise), so the choice is the lowest dev
+    loss, not the metric (which here prefers 1e-4)."""
+    from llmopt.eval import trials
+    from llmopt.training import sweep
+
+    loss = {2e-5: 0.6, 5e-5: 0.5, 1e-4: 0.4, 2e-4: 0.3}
+    fake = trials.score_dev
+    monkeypatch.setattr(trials, "score_dev", lambda tr, *a: {**fake(tr, *a), "loss": loss[tr.args.learning_rate]})
+    monkeypatch.setattr(sweep.Sweep, "fractions", lambda self: [0.25, 0.5])
+    monkeypatch.setattr(sweep.Sweep, "budget_s", lambda self: 1e9 if len(self.records) < 4 else 0.0)
+    m, _ = _run(tmp_path, data_stage, tiny_bert, learning_rate="auto")
+    s = m["lr_search"]
+    assert hand_made_dev == [2e-5, 5e-5, 1e-4, 2e-4] and "rung 1" in s["stopped"]
+    assert s["chosen"] == {"learning_rate": 2e-4} and m["learning_rate"] == 2e-4
+
+
 def test_a_resumed_sweep_trains_only_the_unfinished_trials(tmp_path, data_stage, tiny_bert, hand_made_dev, monkeypatch):
     from llmopt.data.artifact import load_data_artifact
     from llmopt.eval import trials

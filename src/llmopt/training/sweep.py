@@ -277,8 +277,9 @@ class Sweep:
                     complete.append(results)  # an unfinished first rung still ranks what it tried
                 break
             complete.append(results)
-        if complete:
-            self.chosen = self.candidates[self._ranked(complete[-1])[0]["index"]]
+        if complete:  # a sweep the budget cut before its last rung chooses among short trials: on dev loss
+            cut = len(complete) < len(sizes) or bool(self.stopped)
+            self.chosen = self.candidates[self._ranked(complete[-1], early=cut)[0]["index"]]
         if self.block.compare_fixed and self.cfg != self.fixed and not (self.dir / "fixed.json").is_file():
             import copy
 
@@ -287,7 +288,8 @@ class Sweep:
 
     def _ranked(self, records: list[dict], early: bool = False) -> list[dict]:
         """Best dev first; ties keep candidate order. The final choice ranks on metric_for_best. An early rung
-        (`early`: which candidates go on) ranks on dev loss: its trials are so short that most candidates still
+        (`early`: which candidates go on, or the choice when the budget stopped the sweep before its last rung)
+        ranks on dev loss: its trials are so short that most candidates still
         predict one class, where accuracy and F1 tie or differ by a row or two while the loss already separates
         them (successive halving's usual intermediate signal, Jamieson & Talwalkar 2016)."""
         if early or self.block.metric_for_best == "loss":
