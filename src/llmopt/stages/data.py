@@ -118,7 +118,6 @@ def load_splits_and_rest(cfg: DataConfig, seed: int) -> tuple[dict[str, list[Exa
     return splits, name, rest
 
 
-
 def run(cfg: DataConfig, ctx: StageContext) -> StageResult:
     """Read the source, split it (stratified, seeded) where it has no dev/test, and write train/dev/test.jsonl and
     labels.json to artifacts/."""
@@ -175,3 +174,7 @@ def section(sid: str, m: dict, doc: Any) -> None:
     doc.table(["split", "rows", *m["labels"]],
               [[s, str(n), *(str(m["label_counts"][s].get(lab, 0)) for lab in m["labels"])]
                for s, n in m["rows"].items()])
+    if m.get("unlabelled_rows"):
+        doc.p(f"Unlabelled text: {m['unlabelled_rows']:,} texts in unlabelled.jsonl (train/dev rows the max_*_rows "
+              "caps left out, and the source's `unlabelled:` file; no dev/test text), for distillation's transfer "
+              "set.")

@@ -289,9 +289,9 @@ class Sweep:
     def _ranked(self, records: list[dict], early: bool = False) -> list[dict]:
         """Best dev first; ties keep candidate order. The final choice ranks on metric_for_best. An early rung
         (`early`: which candidates go on, or the choice when the budget stopped the sweep before its last rung)
-        ranks on dev loss: its trials are so short that most candidates still
-        predict one class, where accuracy and F1 tie or differ by a row or two while the loss already separates
-        them (successive halving's usual intermediate signal, Jamieson & Talwalkar 2016)."""
+        ranks on dev loss: its trials are so short that most candidates still predict one class, where accuracy
+        and F1 tie or differ by a row or two while the loss already separates them (successive halving's usual
+        intermediate signal, Jamieson & Talwalkar 2016)."""
         if early or self.block.metric_for_best == "loss":
             return sorted(records, key=lambda r: (r["dev"]["loss"], r["index"]))
         return sorted(records, key=lambda r: (-r["dev"]["value"], r["index"]))
