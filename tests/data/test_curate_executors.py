@@ -101,6 +101,18 @@ def test_pool_and_dask_keep_the_same_rows_as_in_process(planted_corpus):
     assert outputs(base / "dask_out") == expected
 
 
+def test_small_verification_batches_keep_the_same_rows(planted_corpus, monkeypatch):
+    """Dense LSH buckets are verified in bounded batches; the batch size must not change a decision."""
+    from llmopt.data.curate import partitions as P
+
+    base, src, _, cfg, ref = planted_corpus
+    monkeypatch.setattr(P, "MAX_PAIRS", 7)
+    monkeypatch.setattr(P, "MAX_ROWS", 5)
+    m = curate_artifact(src, base / "small_out", base / "small_work", cfg)
+    assert outputs(base / "small_out") == outputs(base / "ref_out")
+    assert m["dedup"]["near_pairs"] == ref["dedup"]["near_pairs"] > 0
+
+
 def test_a_worker_killed_mid_partition_is_redone(planted_corpus, tmp_path, monkeypatch):
     base, src, _, cfg, _ = planted_corpus
     expected = outputs(base / "ref_out")

@@ -123,3 +123,23 @@ def test_compact_lsh_finds_what_datasketch_minhashlsh_finds():
     assert hits > 250
     flushed = sum(len(h) for h, _ in ours.runs) // ours.b
     assert flushed == 288 and sum(h.nbytes + k.nbytes for h, k in ours.runs) == 12 * ours.b * flushed
+
+
+def test_pair_batches_give_every_bucket_pair_once_and_stay_within_their_limits():
+    from llmopt.data.curate.partitions import _bucket_pairs, _pair_batches
+
+    rng = np.random.default_rng(0)
+    # many small buckets and two dense ones (300 and 120 rows sharing a key)
+    k = np.concatenate([rng.integers(0, 400, 2000), np.full(300, 10_000), np.full(120, 20_000)]).astype(np.uint64)
+    g = rng.permutation(len(k)).astype(np.int64)
+    order = np.lexsort((g, k))
+    k, g = k[order], g[order]
+    a, b = _bucket_pairs(k, g)
+    want = set(zip(a.tolist(), b.tolist()))
+    got, sizes = [], []
+    for a, b in _pair_batches(k, g, max_pairs=5_000, max_rows=200):
+        assert (a < b).all()
+        sizes.append(len(a))
+        got += list(zip(a.tolist(), b.tolist()))
+    assert len(got) == len(set(got)) and set(got) == want
+    assert len(sizes) > 10 and max(sizes) <= 5_000 + 300  # a dense block ends on a row boundary

@@ -347,6 +347,10 @@ def reduce_exact(work: str, shard: int) -> int:
     return len(out)
 
 
+MAX_PAIRS = 1 << 20  # candidate pairs verified at once by a band group-by task
+MAX_ROWS = 1 << 17  # rows whose signatures it holds at once (x num_perm x 4 bytes: 64 MB at 128)
+
+
 def _bucket_pairs(k: np.ndarray, g: np.ndarray, big: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """All (a < b) row pairs sharing a key; k, g sorted by (k, g)."""
     n = len(k)
@@ -379,8 +383,71 @@ def _bucket_pairs(k: np.ndarray, g: np.ndarray, big: int = 64) -> tuple[np.ndarr
     return a[keep], b[keep]
 
 
+def _dense_bucket_pairs(members: np.ndarray, max_pairs: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The (a < b) pairs of one bucket too big for a batch, in blocks of about max_pairs: the pairs of rows
+    i..e-1 with every later row."""
+    n = len(members)
+    i = 0
+    while i < n - 1:
+        rows = np.arange(i, n - 1)
+        cnt = n - 1 - rows
+        e = max(1, int(np.searchsorted(np.cumsum(cnt), max_pairs, side="right")))
+        rows, cnt = rows[:e], cnt[:e]
+        ai = np.repeat(rows, cnt)
+        bj = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(rows + 1, cnt)
+        a, b = members[ai], members[bj]
+        keep = a != b
+        yield a[keep], b[keep]
+        i = int(rows[-1]) + 1
+
+
+def _pair_batches(k: np.ndarray, g: np.ndarray, max_pairs: int = MAX_PAIRS,
+                  max_rows: int = MAX_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The candidate pairs of buckets (k, g sorted by (k, g)) in batches of at most ~max_pairs pairs over at
+    most ~max_rows rows, so a task's memory does not grow with the square of a dense bucket's size."""
+    n = len(k)
+    if n < 2:
+        return
+    start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    size = np.diff(np.r_[start, n])
+    multi = size >= 2
+    start, size = start[multi], size[multi]
+    if not len(start):
+        return
+    pairs = size * (size - 1) // 2
+    cost = np.maximum(pairs / max_pairs, size / max_rows)
+    dense = cost > 1
+    for s, z in zip(start[dense].tolist(), size[dense].tolist()):
+        yield from _dense_bucket_pairs(np.unique(g[s:s + z]), max_pairs)
+    start, size, cost = start[~dense], size[~dense], cost[~dense]
+    batch = np.floor(np.cumsum(cost)).astype(np.int64)
+    cuts = np.flatnonzero(np.r_[True, batch[1:] != batch[:-1], True])
+    for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+        s, e = int(start[lo]), int(start[hi - 1] + size[hi - 1])
+        a, b = _bucket_pairs(k[s:e], g[s:e])
+        if len(a):
+            yield a, b
+
+
+def _verify(work: Path, metas: list[dict], a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                                    np.ndarray]:
+    """The distinct pairs among (a, b) and their estimated Jaccard similarities (share of equal MinHash values)."""
+    pair = np.unique((a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64))
+    a, b = (pair >> np.uint64(32)).astype(np.int64), (pair & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    del pair
+    need = np.unique(np.concatenate([a, b]))
+    sigs = _signatures(work, metas, need)
+    ia, ib = np.searchsorted(need, a), np.searchsorted(need, b)
+    sims = np.empty(len(a))
+    step = 1 << 15
+    for s in range(0, len(a), step):
+        sims[s:s + step] = np.count_nonzero(sigs[ia[s:s + step]] == sigs[ib[s:s + step]], axis=1) / sigs.shape[1]
+    return a, b, sims
+
+
 def reduce_bands(work: str, shard: int, threshold: float) -> int:
-    """Group-by LSH band key for one shard: candidate pairs of representatives, verified by estimated Jaccard."""
+    """Group-by LSH band key for one shard: candidate pairs of representatives, verified by estimated Jaccard,
+    batch by batch (`_pair_batches`); a pair that shares several keys is written once."""
     work = Path(work)
     man = read_json(work / "manifest.json")
     metas = man["partitions"]
@@ -391,21 +458,19 @@ def reduce_bands(work: str, shard: int, threshold: float) -> int:
         hit = (pos < len(nonrep)) & (nonrep[np.minimum(pos, len(nonrep) - 1)] == rec["g"])
         rec = rec[~hit]
     rec = rec[np.lexsort((rec["g"], rec["k"]))]
-    a, b = _bucket_pairs(rec["k"], rec["g"])
+    found = []
+    for a, b in _pair_batches(rec["k"], rec["g"], MAX_PAIRS, MAX_ROWS):
+        a, b, sims = _verify(work, metas, a, b)
+        ok = sims >= threshold
+        e = np.empty(int(ok.sum()), dtype=EDGE_DT)
+        e["a"], e["b"], e["sim"] = a[ok], b[ok], sims[ok]
+        found.append(e)
     del rec
-    if len(a):
-        pair = np.unique((a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64))
-        a, b = (pair >> np.uint64(32)).astype(np.int64), (pair & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    sims = np.zeros(len(a))
-    if len(a):
-        need = np.unique(np.concatenate([a, b]))
-        sigs = _signatures(work, metas, need)
-        ia, ib = np.searchsorted(need, a), np.searchsorted(need, b)
-        for s in range(0, len(a), 65536):
-            sims[s:s + 65536] = (sigs[ia[s:s + 65536]] == sigs[ib[s:s + 65536]]).mean(axis=1)
-    ok = sims >= threshold
-    out = np.empty(int(ok.sum()), dtype=EDGE_DT)
-    out["a"], out["b"], out["sim"] = a[ok], b[ok], sims[ok]
+    out = np.concatenate(found) if found else np.zeros(0, dtype=EDGE_DT)
+    if len(found) > 1:  # the same pair from two batches (it shares two keys of this shard)
+        _, first = np.unique((out["a"].astype(np.uint64) << np.uint64(32)) | out["b"].astype(np.uint64),
+                             return_index=True)
+        out = out[np.sort(first)]
     _save_npy(work / f"shuffle-near-{shard:04d}.npy", out)
     return len(out)
 
