@@ -170,9 +170,15 @@ def test_dynamic_int8_quantizes_activations_at_run_time(exported):
     assert ops["DynamicQuantizeLinear"] > 0 and ops["MatMulInteger"] > 0
     assert ops["QAttention"] > 0 and ops["Attention"] == 0  # the fused attention's QKV weights are int8 too
     assert not _float_weight_matmuls(m, inits)
+    per_channel = 0
     for n in m.graph.node:
         if n.op_type == "MatMulInteger" and n.input[1] in inits:
-            assert inits[n.input[1]].data_type == onnx.TensorProto.INT8
+            w = inits[n.input[1]]
+            assert w.data_type == onnx.TensorProto.INT8
+            zp = inits[n.input[3]]  # one weight zero point (and scale) per output column: per-channel
+            assert list(zp.dims) == [w.dims[1]], n.name
+            per_channel += 1
+    assert per_channel > 0
     assert exported["dynamic_int8"].stat().st_size < 0.5 * exported["fp32"].stat().st_size
 
 
