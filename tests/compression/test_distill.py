@@ -124,3 +124,16 @@ def test_exactly_one_student_kind():
         DistillConfig(id="d", teacher="t", layers=[0], num_layers=2)
     with pytest.raises(ValidationError, match="exactly one"):
         DistillConfig(id="d", teacher="t")
+
+
+def test_teacher_logits_in_onnx_runtime_equal_pytorch(tmp_path, tiny_teacher):
+    from llmopt.compression.distillation import teacher_logits
+
+    texts = ["a fine film", "dull", "the plot wanders from one cliche to the next , and never comes back", "ok"] * 5
+    ort = teacher_logits(tiny_teacher, texts, max_length=16, batch_size=3, runtime="onnx")
+    pt = teacher_logits(tiny_teacher, texts, max_length=16, batch_size=3, runtime="torch")
+    assert ort.shape == pt.shape == (20, 2) and np.abs(pt).max() > 0
+    np.testing.assert_allclose(ort, pt, atol=1e-4)  # each text's row, whatever batch its length put it in
+    cached = teacher_logits(tiny_teacher, texts, max_length=16, cache=tmp_path, runtime="onnx")
+    assert list(tmp_path.glob("teacher_logits-*.npy")) and np.array_equal(
+        teacher_logits(tiny_teacher, texts, max_length=16, cache=tmp_path, runtime="torch"), cached)
