@@ -15,7 +15,8 @@
    else it is kept. This is the rule of a sequential index of kept rows, so every executor keeps the same
    rows, with the same `duplicate_of`, as a single process would.
 
-No task holds the corpus: a map task holds one partition, a group-by task 1/shards of the keys.
+No task holds the corpus: a map task holds one partition, a group-by task 1/shards of the keys and, for
+the band keys, at most MAX_PAIRS candidate pairs over MAX_ROWS rows' signatures at a time.
 """
 
 from __future__ import annotations
