@@ -160,6 +160,8 @@ def quick_recipe(work: Path) -> Path:
             st["train"] = {**st["train"], **few}
         if "textnet_train" in st:
             st["textnet_train"] = {**st["textnet_train"], **few}
+        if st.get("layers"):
+            st["layers"] = [0]  # teacher layers picked for MiniLM's 6; the tiny teacher has 2
         if st.get("student_config", {}).get("hidden_size"):
             st["student_config"]["hidden_size"] = 16  # the tiny teacher is 32 wide, heads of 16
         if st["type"] == "search":
