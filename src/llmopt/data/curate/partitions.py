@@ -430,10 +430,15 @@ def _pair_batches(k: np.ndarray, g: np.ndarray, max_pairs: int = MAX_PAIRS,
             yield a, b
 
 
+def _pack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A row pair as one uint64 (row ids fit in 32 bits), so pairs sort and deduplicate as numbers."""
+    return (a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64)
+
+
 def _verify(work: Path, metas: list[dict], a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray,
                                                                                     np.ndarray]:
     """The distinct pairs among (a, b) and their estimated Jaccard similarities (share of equal MinHash values)."""
-    pair = np.unique((a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64))
+    pair = np.unique(_pack(a, b))
     a, b = (pair >> np.uint64(32)).astype(np.int64), (pair & np.uint64(0xFFFFFFFF)).astype(np.int64)
     del pair
     need = np.unique(np.concatenate([a, b]))
@@ -469,8 +474,7 @@ def reduce_bands(work: str, shard: int, threshold: float) -> int:
     del rec
     out = np.concatenate(found) if found else np.zeros(0, dtype=EDGE_DT)
     if len(found) > 1:  # the same pair from two batches (it shares two keys of this shard)
-        _, first = np.unique((out["a"].astype(np.uint64) << np.uint64(32)) | out["b"].astype(np.uint64),
-                             return_index=True)
+        _, first = np.unique(_pack(out["a"], out["b"]), return_index=True)
         out = out[np.sort(first)]
     _save_npy(work / f"shuffle-near-{shard:04d}.npy", out)
     return len(out)
