@@ -127,6 +127,30 @@ def test_a_sweep_the_budget_cuts_before_its_last_rung_chooses_on_dev_loss(tmp_pa
     assert s["chosen"] == {"learning_rate": 2e-4} and m["learning_rate"] == 2e-4
 
 
+@pytest.mark.parametrize("budget, shortened", [(77.0, 0.401), (50.0, None)])
+def test_a_rung_past_the_budget_is_shortened_to_fit_or_skipped(tmp_path, data_stage, tiny_bert, hand_made_dev,
+                                                              monkeypatch, budget, shortened):
+    """At 1 s per train row, rung 1 (two candidates, 12 full steps of 8 rows each) at its planned 50% would take
+    96 s. A budget of 77 s fits 40.1%: the rung runs 5 steps, not 6. A budget of 50 s fits 26%, not 1.25x rung 0's
+    25%: the rung is skipped."""
+    from llmopt.training import sweep
+
+    monkeypatch.setattr(sweep.Sweep, "fractions", lambda self: [0.25, 0.5])
+    monkeypatch.setattr(sweep.Sweep, "_rates", lambda self: (1.0, 0.0, 0.0) if self.records else None)
+    monkeypatch.setattr(sweep.Sweep, "spent_s", lambda self: 0.0)
+    monkeypatch.setattr(sweep.Sweep, "budget_s", lambda self: budget)
+    m, _ = _run(tmp_path, data_stage, tiny_bert, learning_rate="auto")
+    s = m["lr_search"]
+    rung1 = [t for t in s["trials"] if t["rung"] == 1]
+    if shortened is None:
+        assert not rung1 and "rung 1" in s["stopped"] and s["shortened"] == {}
+        assert hand_made_dev == [2e-5, 5e-5, 1e-4, 2e-4]
+    else:
+        assert s["shortened"] == {"1": shortened} and s["stopped"] is None
+        assert [t["steps"] for t in rung1] == [5, 5] and hand_made_dev == [2e-5, 5e-5, 1e-4, 2e-4, 1e-4, 2e-4]
+        assert s["chosen"] == {"learning_rate": 1e-4}
+
+
 def test_a_resumed_sweep_trains_only_the_unfinished_trials(tmp_path, data_stage, tiny_bert, hand_made_dev, monkeypatch):
     from llmopt.data.artifact import load_data_artifact
     from llmopt.eval import trials

@@ -40,7 +40,8 @@ class TrainConfig(BaseModel):
                                      "[BertLayer]})")
     sweep_strategy: Literal["halving", "grid"] = Field("halving", description="halving: successive halving of short "
                                                        "trials; grid: one short trial per candidate")
-    sweep_budget: float = Field(1.0, gt=0, description="the trials' seconds at most this many times one full training")
+    sweep_budget: float = Field(0.75, gt=0, description="the trials' seconds at most this many times one full "
+                                "training (0.75: with the full training, the stage stays under 2x one fine-tune)")
     compare_fixed: bool = Field(False, description="also train the block without its sweep (learning_rate 2e-5 under "
                                 "auto) and report the chosen one's test gain with a paired interval")
     sweep: dict[str, list] | None = Field(None, validate_default=True, description="training field -> candidate "

@@ -5,7 +5,8 @@ number of optimizer steps (so the trial sees that share of the train rows, one s
 scored on dev only. `sweep_strategy: halving` (successive halving) keeps the better half and doubles the
 fraction until two remain and one is chosen; `grid` trains every candidate once. The fractions are planned so the
 trials take about `sweep_budget` × one full training; the time of the full training is estimated from the trials'
-own seconds per train row, and a trial (or a whole later rung) that would cross the budget is not started.
+own seconds per train row. A later rung that would cross the budget at the measured rates is shortened to fit
+(if it still trains at least SHRINK_MIN x the previous rung's steps) or else skipped; no trial starts past it.
 
 Resumable trial by trial: a finished trial is `trials/<name>.json` in the stage folder (written atomically), and
 a resumed stage reads it instead of training again. Module level imports only pydantic (config.py uses the check).
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 AUTO_LEARNING_RATES = (2e-5, 5e-5, 1e-4, 2e-4)
 FIXED_LEARNING_RATE = 2e-5
 PLAN_SHARE = 0.8  # the planned train rows fill 80% of the budget; dev scoring and set-up take the rest
+SHRINK_MIN = 1.25  # a later rung shortened to fit the budget still trains at least 1.25x the previous rung's steps
 NOT_SWEPT = {
     "sweep": "it is the sweep", "sweep_strategy": "it is how to sweep", "sweep_budget": "it is the sweep's budget",
     "compare_fixed": "it is a report option",
@@ -176,6 +178,7 @@ class Sweep:
         self.records: list[dict] = []
         self.trained_now = 0
         self.stopped: str | None = None
+        self.shrunk: dict[int, float] = {}  # rung -> the fraction it was shortened to, to fit the budget
         self.chosen: dict[str, Any] = self.candidates[0]
         self.pristine: Any = None
 
@@ -235,6 +238,26 @@ class Sweep:
                 break
         return out
 
+    def _fitting_fraction(self, rung: int, alive: list[int], planned: float, previous: float) -> float | None:
+        """The planned fraction of rung `rung`, or less when its unfinished trials would pass the budget at the
+        measured rates: the longest that fits, if that still trains at least SHRINK_MIN × the previous rung's
+        steps (shorter trials would rank nothing new); None when even that does not fit. Resumed trials are found
+        by name: the finished records of the earlier rungs give the same fraction again."""
+        def todo(f: float) -> list[tuple[dict, int]]:
+            plan = [(self.candidates[i], self._steps(self.candidates[i], f)) for i in alive]
+            return [(v, s) for v, s in plan if not (self.dir / f"{trial_name(rung, s, v)}.json").is_file()]
+
+        left = self.budget_s() - self.spent_s()
+        if not todo(planned) or self._estimate(todo(planned)) <= left:
+            return planned
+        per_row, eval_s, setup = self._rates()
+        n = len(self.train[0])
+        full_rows = sum(full_steps(concrete(self.block, self.candidates[i]), n)
+                        * rows_per_step(concrete(self.block, self.candidates[i])) for i in alive)
+        fits = (left - len(alive) * (eval_s + setup)) / max(full_rows * per_row, 1e-9)
+        fits = math.floor(fits * 1000) / 1000  # a round share, so a resumed run plans the same steps
+        return fits if fits >= SHRINK_MIN * previous else None
+
     def _steps(self, values: dict, fraction: float) -> int:
         return max(1, round(fraction * full_steps(concrete(self.block, values), len(self.train[0]))))
 
@@ -251,12 +274,18 @@ class Sweep:
         for rung, (size, frac) in enumerate(zip(sizes, fractions)):
             if rung > 0:
                 alive = [r["index"] for r in self._ranked(complete[-1], early=True)[:size]]
-                plan = [(self.candidates[i], self._steps(self.candidates[i], frac)) for i in alive]
-                todo = [(v, s) for v, s in plan if not (self.dir / f"{trial_name(rung, s, v)}.json").is_file()]
-                if todo and self.spent_s() + self._estimate(todo) > self.budget_s():
-                    self.stopped = (f"rung {rung} ({len(plan)} trials at {frac:.0%} of the steps) skipped: about "
-                                    f"{self._estimate(todo):.0f} s more would pass the budget of {self.budget_s():.0f} s")
+                planned = frac
+                frac = self._fitting_fraction(rung, alive, frac, self.shrunk.get(rung - 1, fractions[rung - 1]))
+                if frac is None:
+                    plan = [(self.candidates[i], self._steps(self.candidates[i], planned)) for i in alive]
+                    self.stopped = (f"rung {rung} ({len(plan)} trials at {planned:.0%} of the steps) skipped: about "
+                                    f"{self._estimate(plan):.0f} s more would pass the budget of "
+                                    f"{self.budget_s():.0f} s")
                     break
+                if frac < planned:
+                    self.shrunk[rung] = frac
+                    console.note(f"sweep: rung {rung} shortened to {frac:.1%} of the steps (planned {planned:.0%}) "
+                                 "to stay within the budget")
             results = []
             for i in alive:
                 values = self.candidates[i]
@@ -346,7 +375,8 @@ class Sweep:
             "fixed": {f: getattr(self.fixed, f) for f in self.fields},
             "trials": [{k: r[k] for k in ("name", "rung", "values", "steps", "fraction", "seconds", "dev")}
                        for r in self.records],
-            "fractions": self.fractions(), "seconds": round(self.spent_s(), 3), "budget": self.block.sweep_budget,
+            "fractions": self.fractions(), "shortened": {str(k): v for k, v in self.shrunk.items()},
+            "seconds": round(self.spent_s(), 3), "budget": self.block.sweep_budget,
             "budget_s": self.budget_s(), "full_estimate_s": self.full_estimate_s(), "full_train_s": full_train_s,
             "trained_now": self.trained_now, "stopped": self.stopped, "compare_fixed": compare,
         }
@@ -379,7 +409,9 @@ def section(m: dict[str, Any], doc: Any) -> None:
     doc.p(f"Hyperparameter sweep ({what}): {len(s['candidates'])} candidates, {how}, all with the same seed, "
           f"selected on dev data only (an early rung keeps the candidates with the lowest dev loss, the last "
           f"ranks on dev {metric}). Trials: {', '.join(f'{f:.0%}' for f in s['fractions'])} of each "
-          f"candidate's full steps per rung; {s['seconds']:.0f} s in all against a budget of "
+          f"candidate's full steps per rung"
+          + "".join(f" (rung {r} shortened to {f:.1%} to fit the budget)" for r, f in (s.get("shortened") or {}).items())
+          + f"; {s['seconds']:.0f} s in all against a budget of "
           + (f"{s['budget_s']:.0f} s ({s['budget']:g}× the estimated {s['full_estimate_s']:.0f} s of one full "
              "training)" if s.get("budget_s") else f"{s['budget']:g}× one full training")
           + (f"; the full training then took {s['full_train_s']:.0f} s" if s.get("full_train_s") else "")
