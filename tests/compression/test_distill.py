@@ -67,7 +67,7 @@ def test_distill_stage_saves_a_reloadable_student(tmp_path, tiny_teacher, data_s
     assert 48 < aug["transfer_rows"] <= 96  # swap and delete variants of 48 rows, minus unchanged/duplicates
     assert m["transfer_rows"] == 48 + aug["transfer_rows"] and m["unlabelled_rows"] == aug["transfer_rows"]
     assert m["global_steps"] == 4 and m["transfer_stage"] == "augment"
-    assert list((ctx.stage_dir / "cache").glob("teacher_logits-*.npy"))  # computed once, cached
+    assert list((ctx.run_dir / "cache" / "teacher_logits").glob("teacher_logits-*.npy"))  # computed once, cached
     dev = load_data_artifact(data_stage / "artifacts").dev
     pred = predict_all(HFClassifier(folder, 32), [r["text"] for r in dev]).argmax(1)
     y = np.array([r["label"] == "positive" for r in dev], dtype=int)
@@ -124,6 +124,34 @@ def test_exactly_one_student_kind():
         DistillConfig(id="d", teacher="t", layers=[0], num_layers=2)
     with pytest.raises(ValidationError, match="exactly one"):
         DistillConfig(id="d", teacher="t")
+
+
+def test_teacher_logits_are_cached_by_the_teachers_content_not_its_path(tmp_path, tiny_teacher, monkeypatch):
+    """The same teacher copied elsewhere reuses the cached logits (nothing computed); a retrained teacher saved
+    in the same place does not."""
+    import shutil
+
+    import torch
+
+    from llmopt.compression import distillation as D
+    from llmopt.models import load_classifier, load_tokenizer, save_model
+
+    texts, cache = ["a fine film", "dull", "ok"], tmp_path / "cache"
+    first = D.teacher_logits(tiny_teacher, texts, max_length=16, cache=cache)
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_teacher, copy)
+    computed = []
+    real = D._torch_logits
+    monkeypatch.setattr(D, "_onnx_logits", lambda *a, **k: False)
+    monkeypatch.setattr(D, "_torch_logits", lambda *a, **k: computed.append(1) or real(*a, **k))
+    assert np.array_equal(D.teacher_logits(copy, texts, max_length=16, cache=cache), first) and not computed
+    model = load_classifier(copy)
+    with torch.no_grad():
+        model.classifier.bias += 1.0  # "retrained": the same path, other weights
+    save_model(model, load_tokenizer(copy), copy)
+    again = D.teacher_logits(copy, texts, max_length=16, cache=cache)
+    assert computed == [1] and len(list(cache.glob("teacher_logits-*.npy"))) == 2
+    np.testing.assert_allclose(again, first + 1.0, atol=1e-5)
 
 
 def test_teacher_logits_in_onnx_runtime_equal_pytorch(tmp_path, tiny_teacher):

@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 
 _LAYER = re.compile(r"\.layer\.(\d+)\.")
+# teacher logits are cached for the whole run (run_dir / RUN_CACHE), keyed by the teacher's files and the texts: a
+# second distill, prune or search stage of the same teacher on the same transfer set labels nothing again
+RUN_CACHE = Path("cache") / "teacher_logits"
 
 
 def evenly_spaced(n_layers: int, k: int) -> list[int]:
@@ -93,16 +96,29 @@ def narrow_student(teacher: Any, layers: list[int], hidden_size: int | None = No
     return narrow
 
 
+def folder_digest(folder: Path) -> str:
+    """sha256 over a model folder's files (names and bytes): the same teacher anywhere, and a retrained teacher in
+    the same place, are told apart by content, not by path."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def teacher_logits(folder: Path, texts: list[str], *, max_length: int | str, truncation: str = "right",
                    cache: Path | None = None, batch_size: int = 64, allow_pickle: bool = False,
                    runtime: str = "auto") -> np.ndarray:
-    """Class logits of the teacher for every text, computed once and cached as .npy (keyed by content).
+    """Class logits of the teacher for every text, computed once and cached as .npy in `cache` (keyed by the
+    teacher's files, the texts and the length settings; stages pass their run's RUN_CACHE).
 
     max_length: auto resolves on these texts' lengths, as the trainer does for the student. runtime: `auto` runs
     the teacher's fp32 ONNX export in ONNX Runtime (its fused BERT graph labels ~1.7x faster than PyTorch on 2
     CPU threads, logits equal to ~1e-5) and falls back to PyTorch when the export fails; `torch` or `onnx` force
     one."""
-    key = hashlib.sha256(json.dumps([str(folder), max_length, truncation, texts]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([folder_digest(folder), max_length, truncation, texts]).encode()).hexdigest()[:16]
     path = Path(cache) / f"teacher_logits-{key}.npy" if cache else None
     if path is not None and path.is_file():
         return np.load(path)

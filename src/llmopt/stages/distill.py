@@ -133,7 +133,7 @@ def build_student(cfg: DistillConfig, teacher: Any, tokenizer: Any, labels: list
 def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     """Build the student, label the transfer set with the teacher once (cached), train the student with the KD
     loss (plus the layer-wise losses when asked), and save it to artifacts/model."""
-    from llmopt.compression.distillation import gather_transfer_texts, teacher_logits
+    from llmopt.compression.distillation import RUN_CACHE, gather_transfer_texts, teacher_logits
     from llmopt.data.artifact import load_data_artifact
     from llmopt.errors import ModelError
     from llmopt.fsutil import atomic_write_jsonl
@@ -170,7 +170,7 @@ def run(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     built_description, vocab_info = built["description"], built["vocab"]
 
     logits = teacher_logits(t_dir, all_texts, max_length=train_cfg.max_length, truncation=train_cfg.truncation,
-                            cache=ctx.stage_dir / "cache", allow_pickle=ctx.allow_pickle)
+                            cache=ctx.run_dir / RUN_CACHE, allow_pickle=ctx.allow_pickle)
     teacher_train_acc = float((logits[: len(texts)].argmax(1) == labels).mean())
     layerwise = None
     if cfg.hidden_loss_weight > 0 or cfg.attention_loss_weight > 0:

@@ -49,7 +49,7 @@ def run(cfg: PruneConfig, ctx: StageContext) -> StageResult:
 
     from llmopt.compression import sparsity as sp
     from llmopt.compression import structured
-    from llmopt.compression.distillation import student_from_teacher, teacher_logits
+    from llmopt.compression.distillation import RUN_CACHE, student_from_teacher, teacher_logits
     from llmopt.compression.vocab import trim_vocab
     from llmopt.data.artifact import load_data_artifact
     from llmopt.fsutil import atomic_write_jsonl
@@ -103,7 +103,7 @@ def run(cfg: PruneConfig, ctx: StageContext) -> StageResult:
         if cfg.teacher:
             t_dir = ctx.model_dir(cfg.teacher)
             logits = teacher_logits(t_dir, texts, max_length=train_cfg.max_length, truncation=train_cfg.truncation,
-                                    cache=ctx.stage_dir / "cache", allow_pickle=ctx.allow_pickle)
+                                    cache=ctx.run_dir / RUN_CACHE, allow_pickle=ctx.allow_pickle)
         out = train_classifier(
             model, tok, train=(texts, labels), dev=(dev_texts, dev_y), num_labels=len(data.labels), cfg=train_cfg,
             seed=ctx.seed, work_dir=ctx.stage_dir, resume_from=last_good_checkpoint(ctx.stage_dir / "checkpoints"),

@@ -161,7 +161,7 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
     import numpy as np
 
     from llmopt.compression import search as S
-    from llmopt.compression.distillation import gather_transfer_texts, teacher_logits
+    from llmopt.compression.distillation import RUN_CACHE, gather_transfer_texts, teacher_logits
     from llmopt.compression.gate import export_ort_int8_reference, speed_gate
     from llmopt.compression.onnx_export import build_onnx_model
     from llmopt.data.artifact import load_data_artifact
@@ -241,7 +241,7 @@ def run(cfg: SearchConfig, ctx: StageContext) -> StageResult:
         if not (src / "config.json").is_file():
             if logits is None:
                 logits = teacher_logits(t_dir, data.texts("train") + extra, max_length=max_length,
-                                        truncation=truncation, cache=ctx.stage_dir / "cache",
+                                        truncation=truncation, cache=ctx.run_dir / RUN_CACHE,
                                         allow_pickle=ctx.allow_pickle)
             _train_structure(c, t_dir, src, data, logits, cfg, ctx, max_length, truncation, extra)
         onnx = ctx.stage_dir / "onnx" / name
