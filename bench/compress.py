@@ -197,6 +197,7 @@ def probe_latency(threads: tuple[int, ...] = (1, 2), runs: int = 200) -> dict:
     timed end to end on SST-2 dev sentences (max length 64) at each thread count, all models timed in one process
     in alternating order; plus the ORT profiler's top operators. A planning aid for the recipe (minutes, no
     training), not a result: p50s on a loaded machine move together, so read the ratios to teacher_6L."""
+    import copy
     import tempfile
 
     import numpy as np
@@ -220,7 +221,11 @@ def probe_latency(threads: tuple[int, ...] = (1, 2), runs: int = 200) -> dict:
     cfg.num_labels = 2
     teacher = BertForSequenceClassification(cfg).eval()  # random weights, MiniLM's shape
     tok = load_tokenizer(mini)
-    t_trim, tok_trim, _ = trim_vocab(BertForSequenceClassification(cfg), tok, rows["train"] + rows["dev"])
+    t_trim, tok_trim, _ = trim_vocab(BertForSequenceClassification(copy.deepcopy(cfg)), tok,  # it edits the config
+                                     rows["train"] + rows["dev"])
+
+    def fresh():  # students share modules with the model they are cut from: cut each from its own copy
+        return copy.deepcopy(t_trim)
 
     def ffn_half(m):
         prune_ffn(m, m.config.intermediate_size // 2, [np.arange(m.config.intermediate_size)[::-1].astype(float)]
@@ -229,13 +234,13 @@ def probe_latency(threads: tuple[int, ...] = (1, 2), runs: int = 200) -> dict:
 
     shapes = {
         "teacher_6L": (teacher, tok),
-        "L3_ffn50": (ffn_half(student_from_teacher(t_trim, [0, 2, 5])), tok_trim),
-        "L2": (student_from_teacher(t_trim, [0, 5]), tok_trim),
-        "L2_ffn50": (ffn_half(student_from_teacher(t_trim, [0, 5])), tok_trim),
-        "L2_w256": (narrow_student(t_trim, [0, 5], 256), tok_trim),
-        "L2_w192": (narrow_student(t_trim, [0, 5], 192), tok_trim),
-        "L1": (student_from_teacher(t_trim, [5]), tok_trim),
-        "L1_w256": (narrow_student(t_trim, [5], 256), tok_trim),
+        "L3_ffn50": (ffn_half(student_from_teacher(fresh(), [0, 2, 5])), tok_trim),
+        "L2": (student_from_teacher(fresh(), [0, 5]), tok_trim),
+        "L2_ffn50": (ffn_half(student_from_teacher(fresh(), [0, 5])), tok_trim),
+        "L2_w256": (narrow_student(fresh(), [0, 5], 256), tok_trim),
+        "L2_w192": (narrow_student(fresh(), [0, 5], 192), tok_trim),
+        "L1": (student_from_teacher(fresh(), [5]), tok_trim),
+        "L1_w256": (narrow_student(fresh(), [5], 256), tok_trim),
         "bilstm_e128_h150": (textnet_student("bilstm", tok_trim, ["a", "b"], embed_dim=128, hidden=150), tok_trim),
         "bilstm_e128_h96": (textnet_student("bilstm", tok_trim, ["a", "b"], embed_dim=128, hidden=96), tok_trim),
         "cnn_e128_h100": (textnet_student("cnn", tok_trim, ["a", "b"], embed_dim=128, hidden=100), tok_trim),
