@@ -224,9 +224,6 @@ def probe_latency(threads: tuple[int, ...] = (1, 2), runs: int = 200) -> dict:
     t_trim, tok_trim, _ = trim_vocab(BertForSequenceClassification(copy.deepcopy(cfg)), tok,  # it edits the config
                                      rows["train"] + rows["dev"])
 
-    def fresh():  # students share modules with the model they are cut from: cut each from its own copy
-        return copy.deepcopy(t_trim)
-
     def ffn_half(m):
         prune_ffn(m, m.config.intermediate_size // 2, [np.arange(m.config.intermediate_size)[::-1].astype(float)]
                   * m.config.num_hidden_layers)
@@ -234,13 +231,13 @@ def probe_latency(threads: tuple[int, ...] = (1, 2), runs: int = 200) -> dict:
 
     shapes = {
         "teacher_6L": (teacher, tok),
-        "L3_ffn50": (ffn_half(student_from_teacher(fresh(), [0, 2, 5])), tok_trim),
-        "L2": (student_from_teacher(fresh(), [0, 5]), tok_trim),
-        "L2_ffn50": (ffn_half(student_from_teacher(fresh(), [0, 5])), tok_trim),
-        "L2_w256": (narrow_student(fresh(), [0, 5], 256), tok_trim),
-        "L2_w192": (narrow_student(fresh(), [0, 5], 192), tok_trim),
-        "L1": (student_from_teacher(fresh(), [5]), tok_trim),
-        "L1_w256": (narrow_student(fresh(), [5], 256), tok_trim),
+        "L3_ffn50": (ffn_half(student_from_teacher(t_trim, [0, 2, 5])), tok_trim),
+        "L2": (student_from_teacher(t_trim, [0, 5]), tok_trim),
+        "L2_ffn50": (ffn_half(student_from_teacher(t_trim, [0, 5])), tok_trim),
+        "L2_w256": (narrow_student(t_trim, [0, 5], 256), tok_trim),
+        "L2_w192": (narrow_student(t_trim, [0, 5], 192), tok_trim),
+        "L1": (student_from_teacher(t_trim, [5]), tok_trim),
+        "L1_w256": (narrow_student(t_trim, [5], 256), tok_trim),
         "bilstm_e128_h150": (textnet_student("bilstm", tok_trim, ["a", "b"], embed_dim=128, hidden=150), tok_trim),
         "bilstm_e128_h96": (textnet_student("bilstm", tok_trim, ["a", "b"], embed_dim=128, hidden=96), tok_trim),
         "cnn_e128_h100": (textnet_student("cnn", tok_trim, ["a", "b"], embed_dim=128, hidden=100), tok_trim),
