@@ -48,6 +48,18 @@ def test_random_deletion_and_swap_keep_the_words(synonyms):
     assert 0 < len(deleted) < len(words) and all(w in words for w in deleted)
 
 
+def test_ngram_sampling_gives_a_shorter_contiguous_run_of_one_to_five_words(synonyms):
+    words = TEXT.split()
+    lengths = set()
+    for seed in range(40):
+        out = eda(TEXT, "ngram", 0.1, rng_for(seed, 0, "ngram", 0), synonyms).split()
+        assert 1 <= len(out) <= 5
+        assert any(words[i : i + len(out)] == out for i in range(len(words)))  # a contiguous run of the row
+        lengths.add(len(out))
+    assert len(lengths) >= 4  # n varies
+    assert eda("bad film", "ngram", 0.1, rng_for(0, 0, "ngram", 0), synonyms) in ("bad", "film")
+
+
 def test_synonym_replacement_uses_wordnet_synonyms_of_the_part_of_speech_and_skips_stop_words(synonyms):
     assert "movie" in synonyms("film") and "flick" in synonyms("film")
     assert synonyms("the") == ()  # not in WordNet

@@ -1,4 +1,4 @@
-"""augment stage: EDA (WordNet synonyms, insertion, swap, deletion) and back-translation of the train split, a
+"""augment stage: EDA (WordNet synonyms, insertion, swap, deletion), n-gram sampling and back-translation of the train split, a
 label-preservation filter, and two outputs — an augmented data artifact (`finetune` takes `data: <this id>`)
 and a transfer set for `distill` (`transfer: <this id>`)."""
 
@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from llmopt.data.curate.config import ExecutorConfig
 from llmopt.stages.base import ModelRef, StageConfig, StageContext, StageRef, StageResult, Strict, model_ref_str
 
-Op = Literal["synonym", "insert", "swap", "delete", "backtranslate"]
+Op = Literal["synonym", "insert", "swap", "delete", "ngram", "backtranslate"]
 
 
 class ApertiumTranslator(Strict):

@@ -1,5 +1,8 @@
 """EDA (Wei & Zou 2019, "Easy Data Augmentation"): synonym replacement, random insertion, random swap, random
 deletion — on whitespace tokens, seeded per (row, op, copy) so a rerun or a resumed run gives the same text.
+Plus Tang et al. 2019's n-gram sampling (`ngram`: a contiguous run of 1–5 of the row's words), meant for a
+transfer set the teacher labels (the variant keeps its source's label in the augmented data artifact, which a
+short n-gram may not deserve: use it for distillation, or with the label filter).
 
 Synonyms come from WordNet for the word's part of speech. nltk's perceptron tagger needs its own data
 (`averaged_perceptron_tagger_eng`), which is often not installed; without it the part of speech is WordNet's
@@ -15,7 +18,8 @@ import random
 import re
 from typing import Any
 
-OPS = ("synonym", "insert", "swap", "delete")
+OPS = ("synonym", "insert", "swap", "delete", "ngram")
+NGRAM_MAX = 5  # Tang et al. 2019: n uniform in 1..5
 _EDGE = re.compile(r"^(\W*)(.*?)(\W*)$", re.S)
 _PENN_TO_WN = {"J": "a", "V": "v", "N": "n", "R": "r"}
 
@@ -165,6 +169,15 @@ def random_delete(words: list[str], rate: float, rng: random.Random) -> list[str
     return out or [rng.choice(words)]  # never empty
 
 
+def ngram_sample(words: list[str], rng: random.Random) -> list[str]:
+    """A contiguous n-gram of the row, n uniform in 1..min(5, words − 1) (always shorter than the row)."""
+    if len(words) < 2:
+        return list(words)
+    n = rng.randint(1, min(NGRAM_MAX, len(words) - 1))
+    start = rng.randint(0, len(words) - n)
+    return words[start : start + n]
+
+
 def eda(text: str, op: str, rate: float, rng: random.Random, synonyms: Synonyms) -> str:
     """One EDA variant of `text`; never empty for a non-empty text (an op that cannot apply returns the text)."""
     words = text.split()
@@ -178,6 +191,8 @@ def eda(text: str, op: str, rate: float, rng: random.Random, synonyms: Synonyms)
         out = random_swap(words, rate, rng)
     elif op == "delete":
         out = random_delete(words, rate, rng)
+    elif op == "ngram":
+        out = ngram_sample(words, rng)
     else:
         raise ValueError(f"unknown EDA op {op!r}; one of {OPS}")
     return " ".join(out)
