@@ -67,7 +67,7 @@ def test_distill_stage_saves_a_reloadable_student(tmp_path, tiny_teacher, data_s
     assert 48 < aug["transfer_rows"] <= 96  # swap and delete variants of 48 rows, minus unchanged/duplicates
     assert m["transfer_rows"] == 48 + aug["transfer_rows"] and m["unlabelled_rows"] == aug["transfer_rows"]
     assert m["global_steps"] == 4 and m["transfer_stage"] == "augment"
-    assert list((ctx.run_dir / "cache" / "teacher_logits").glob("teacher_logits-*.npy"))  # computed once, cached
+    assert list((ctx.run_dir / "cache" / "teacher_logits").glob("teacher_logits-*.npz"))  # computed once, cached
     dev = load_data_artifact(data_stage / "artifacts").dev
     pred = predict_all(HFClassifier(folder, 32), [r["text"] for r in dev]).argmax(1)
     y = np.array([r["label"] == "positive" for r in dev], dtype=int)
@@ -150,8 +150,42 @@ def test_teacher_logits_are_cached_by_the_teachers_content_not_its_path(tmp_path
         model.classifier.bias += 1.0  # "retrained": the same path, other weights
     save_model(model, load_tokenizer(copy), copy)
     again = D.teacher_logits(copy, texts, max_length=16, cache=cache)
-    assert computed == [1] and len(list(cache.glob("teacher_logits-*.npy"))) == 2
+    assert computed == [1] and len(list(cache.glob("teacher_logits-*.npz"))) == 2
     np.testing.assert_allclose(again, first + 1.0, atol=1e-5)
+
+
+def test_an_overlapping_transfer_set_labels_only_its_new_texts(tmp_path, tiny_teacher, monkeypatch):
+    """The cache is per text: a larger set that contains an earlier one sends only the new texts to the teacher,
+    in any order, and a legacy whole-list cache file is taken into the store."""
+    import hashlib
+    import json
+
+    from llmopt.compression import distillation as D
+
+    cache = tmp_path / "cache"
+    small, large = ["a fine film", "dull"], ["ok", "dull", "a fine film", "never again", "ok"]
+    sent: list[str] = []
+    real = D._torch_logits
+    monkeypatch.setattr(D, "_onnx_logits", lambda *a, **k: False)
+    monkeypatch.setattr(D, "_torch_logits", lambda folder, texts, batches, *a: sent.extend(
+        texts[i] for b in batches for i in b) or real(folder, texts, batches, *a))
+    first = D.teacher_logits(tiny_teacher, small, max_length=16, cache=cache)
+    assert sorted(sent) == sorted(small)
+    sent.clear()
+    both = D.teacher_logits(tiny_teacher, large, max_length=16, cache=cache)
+    assert sorted(sent) == ["never again", "ok", "ok"]  # not the two texts labelled before
+    np.testing.assert_array_equal(both[[2, 1]], first)
+    np.testing.assert_array_equal(both[0], both[4])
+    fresh = D.teacher_logits(tiny_teacher, large, max_length=16)  # no cache: the same figures
+    np.testing.assert_allclose(both, fresh, atol=1e-6)
+
+    legacy_dir = tmp_path / "legacy"
+    legacy_dir.mkdir()
+    key = hashlib.sha256(json.dumps([D.folder_digest(tiny_teacher), 16, "right", small]).encode()).hexdigest()[:16]
+    np.save(legacy_dir / f"teacher_logits-{key}.npy", first + 5.0)  # marked, to see it is the one read
+    sent.clear()
+    np.testing.assert_array_equal(D.teacher_logits(tiny_teacher, small, max_length=16, cache=legacy_dir), first + 5.0)
+    assert not sent and not list(legacy_dir.glob("*.npy")) and list(legacy_dir.glob("teacher_logits-*.npz"))
 
 
 def test_teacher_logits_in_onnx_runtime_equal_pytorch(tmp_path, tiny_teacher):
@@ -163,5 +197,5 @@ def test_teacher_logits_in_onnx_runtime_equal_pytorch(tmp_path, tiny_teacher):
     assert ort.shape == pt.shape == (20, 2) and np.abs(pt).max() > 0
     np.testing.assert_allclose(ort, pt, atol=1e-4)  # each text's row, whatever batch its length put it in
     cached = teacher_logits(tiny_teacher, texts, max_length=16, cache=tmp_path, runtime="onnx")
-    assert list(tmp_path.glob("teacher_logits-*.npy")) and np.array_equal(
+    assert list(tmp_path.glob("teacher_logits-*.npz")) and np.array_equal(
         teacher_logits(tiny_teacher, texts, max_length=16, cache=tmp_path, runtime="torch"), cached)

@@ -111,37 +111,84 @@ def folder_digest(folder: Path) -> str:
 def teacher_logits(folder: Path, texts: list[str], *, max_length: int | str, truncation: str = "right",
                    cache: Path | None = None, batch_size: int = 64, allow_pickle: bool = False,
                    runtime: str = "auto") -> np.ndarray:
-    """Class logits of the teacher for every text, computed once and cached as .npy in `cache` (keyed by the
-    teacher's files, the texts and the length settings; stages pass their run's RUN_CACHE).
+    """Class logits of the teacher for every text, cached per text in `cache` (stages pass their run's RUN_CACHE):
+    one store per teacher (its files, by content) and length settings, so a stage whose transfer set overlaps an
+    earlier one's (a larger augment stage, a search candidate's subset) labels only the texts not labelled yet.
 
     max_length: auto resolves on these texts' lengths, as the trainer does for the student. runtime: `auto` runs
     the teacher's fp32 ONNX export in ONNX Runtime (its fused BERT graph labels ~1.7x faster than PyTorch on 2
     CPU threads, logits equal to ~1e-5) and falls back to PyTorch when the export fails; `torch` or `onnx` force
     one."""
-    key = hashlib.sha256(json.dumps([folder_digest(folder), max_length, truncation, texts]).encode()).hexdigest()[:16]
-    path = Path(cache) / f"teacher_logits-{key}.npy" if cache else None
-    if path is not None and path.is_file():
-        return np.load(path)
     from transformers import AutoConfig
 
     from llmopt.models import load_tokenizer
     from llmopt.training.tokenize import max_length_for
 
+    digest = folder_digest(folder)
+    legacy = (Path(cache) / "teacher_logits-{}.npy".format(hashlib.sha256(json.dumps(
+        [digest, max_length, truncation, texts]).encode()).hexdigest()[:16])) if cache else None
     tok = load_tokenizer(folder)
     config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
     max_length = max_length_for(max_length, tok, texts, config)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch together: less padding
-    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    store = LogitStore(Path(cache), [digest, max_length, truncation]) if cache else None
+    if legacy is not None and legacy.is_file():  # a whole-list cache file from before the per-text store
+        store.add(texts, np.load(legacy, allow_pickle=False))
+        legacy.unlink()
     out = np.zeros((len(texts), config.num_labels), dtype=np.float32)
+    todo = store.lookup(texts, out) if store is not None else list(range(len(texts)))
+    if not todo:
+        return out
+    order = sorted(todo, key=lambda i: len(texts[i]))  # similar lengths batch together: less padding
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     if runtime == "torch" or not _onnx_logits(folder, texts, batches, out, max_length, truncation, allow_pickle,
                                               required=runtime == "onnx"):
         _torch_logits(folder, texts, batches, out, tok, max_length, truncation, allow_pickle)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, out)
-        os.replace(tmp, path)
+    if store is not None:
+        store.add([texts[i] for i in todo], out[todo])
     return out
+
+
+class LogitStore:
+    """Teacher logits by text for one teacher and length setting: `teacher_logits-<key>.npz` in `folder` holding
+    sha256 digests of the texts (16 bytes each) and their logits, rewritten atomically as texts are added."""
+
+    def __init__(self, folder: Path, key: list) -> None:
+        self.path = Path(folder) / f"teacher_logits-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}.npz"
+
+    @staticmethod
+    def _digests(texts: list[str]) -> list[bytes]:
+        return [hashlib.sha256(t.encode("utf-8")).digest()[:16] for t in texts]
+
+    def _read(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if not self.path.is_file():
+            return None
+        with np.load(self.path, allow_pickle=False) as z:
+            return z["digests"], z["logits"]
+
+    def lookup(self, texts: list[str], out: np.ndarray) -> list[int]:
+        """Fill out[i] with the stored logits of texts[i]; the indices of the texts not in the store."""
+        stored = self._read()
+        if stored is None:
+            return list(range(len(texts)))
+        digests, logits = stored
+        index = {d.tobytes(): i for i, d in enumerate(digests)}
+        rows = [index.get(d) for d in self._digests(texts)]
+        hit = [i for i, r in enumerate(rows) if r is not None]
+        if hit:
+            out[hit] = logits[[rows[i] for i in hit]]
+        return [i for i, r in enumerate(rows) if r is None]
+
+    def add(self, texts: list[str], logits: np.ndarray) -> None:
+        new = np.frombuffer(b"".join(self._digests(texts)), dtype=np.uint8).reshape(len(texts), 16)
+        stored = self._read()
+        if stored is not None:
+            keep = ~np.isin(new.view("V16").ravel(), stored[0].view("V16").ravel())
+            new, logits = np.concatenate([stored[0], new[keep]]), np.concatenate([stored[1], logits[keep]])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp.npz")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, digests=new, logits=logits.astype(np.float32))
+        os.replace(tmp, self.path)
 
 
 def _torch_logits(folder: Path, texts: list[str], batches: list[list[int]], out: np.ndarray, tok: Any,
