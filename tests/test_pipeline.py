@@ -140,6 +140,30 @@ def test_resume_skips_done_and_reruns_changed(tmp_path, tiny_bert, tiny_data, ca
     assert "latency_runs: 12" in resolved
 
 
+def test_a_stage_inserted_before_others_keeps_their_work(tmp_path, tiny_bert, tiny_data, capsys):
+    """Inserting a stage shifts the later stages' folders (01-finetune → 02-finetune): they are renamed and
+    skipped, not retrained; a recorded model path still resolves for serving."""
+    from llmopt.serve.models import _entry_folder
+
+    recipe = _recipe(tmp_path, tiny_data, tiny_bert, epochs=1)
+    run_dir = run_recipe(recipe, runs_root=tmp_path / "runs")
+    done = (run_dir / "stages/01-finetune/DONE").stat().st_mtime_ns
+    text = recipe.read_text().replace("  - id: finetune\n", f"  - id: data_copy\n    type: data\n"
+                                      f"    source: {{path: {tiny_data}}}\n  - id: finetune\n")
+    recipe.write_text(text)
+    capsys.readouterr()
+    run_recipe(recipe, runs_root=tmp_path / "runs", resume=str(run_dir))
+    err = capsys.readouterr().err
+    assert re.search(r"finetune +skipped +\(done earlier\)", err) and re.search(r"evaluate +skipped", err)
+    assert "moved in the recipe (01-finetune → 02-finetune)" in err
+    assert sorted(p.name for p in (run_dir / "stages").iterdir()) == [
+        "00-data", "01-data_copy", "02-finetune", "03-evaluate", "04-report"]
+    assert (run_dir / "stages/02-finetune/DONE").stat().st_mtime_ns == done
+    ev = json.loads((run_dir / "stages/03-evaluate/metrics.json").read_text())
+    assert "/01-finetune/" in ev["models"]["finetune"]["path"]  # recorded before the move
+    assert _entry_folder(ev["models"]["finetune"], run_dir) == run_dir / "stages/02-finetune/artifacts/model"
+
+
 def test_editing_a_data_file_in_place_reruns_data_and_everything_after(tmp_path, tiny_bert, tiny_data, capsys):
     recipe = _recipe(tmp_path, tiny_data, tiny_bert, epochs=1)
     run_dir = run_recipe(recipe, runs_root=tmp_path / "runs")

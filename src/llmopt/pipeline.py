@@ -129,7 +129,13 @@ def execute(recipe: Recipe, recipe_text: str, run_dir: Path, argv: list[str], al
     current = {rundir.stage_dir(run_dir, i, s.id).name for i, s in enumerate(recipe.stages)}
     stages_root = run_dir / "stages"
     if stages_root.is_dir():
-        for old in stages_root.iterdir():  # stages no longer in the recipe, or moved
+        moved = {old.name.split("-", 1)[-1]: old for old in stages_root.iterdir() if old.name not in current}
+        for i, s in enumerate(recipe.stages):  # a stage inserted or removed before it: it keeps its folder's work
+            new, old = rundir.stage_dir(run_dir, i, s.id), moved.pop(s.id, None)
+            if old is not None and not new.exists():
+                old.rename(new)
+                log(f"{s.id}: moved in the recipe ({old.name} → {new.name}); its earlier work is kept")
+        for old in stages_root.iterdir():  # stages no longer in the recipe
             if old.name not in current:
                 shutil.rmtree(old)
 

@@ -223,13 +223,17 @@ def _stage_dirs(run_dir: Path) -> dict[str, Path]:
 
 def _entry_folder(entry: dict[str, Any], run_dir: Path) -> Path | None:
     """The folder an evaluate entry's `path` names: as recorded (relative to where the run ran, runs/<name>/<run>/..
-    from the run's parent folder), or, for a run directory that has moved, the same stages/... under run_dir."""
+    from the run's parent folder), or, for a run directory that has moved, the same stages/... under run_dir (its
+    stage folder found by stage id when the stage has moved in the recipe since)."""
     p = entry.get("path")
     if not p:
         return None
     cands = [Path(p), run_dir.parent.parent.parent / p]
     if "/stages/" in p:
-        cands.append(run_dir / "stages" / p.rsplit("/stages/", 1)[1])
+        rest = p.rsplit("/stages/", 1)[1]
+        cands.append(run_dir / "stages" / rest)
+        folder, _, inner = rest.partition("/")  # a stage moved in the recipe since: its folder by stage id
+        cands += [d / inner for d in sorted((run_dir / "stages").glob(f"[0-9]*-{folder.split('-', 1)[-1]}"))]
     return next((c for c in cands if c.exists()), None)
 
 
