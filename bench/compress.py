@@ -108,13 +108,10 @@ def rows_from(ev: dict, ev_dev: dict | None = None, metrics: dict | None = None)
 def dev_choices(rows: list[dict]) -> list[dict]:
     """Each family's variant with the highest dev accuracy (ties: the faster), as a user choosing on dev would:
     several variants of one family (transfer-set sizes, widths) are settings of one candidate, not chances at test."""
-    best: dict[str, dict] = {}
-    for r in rows:
-        key = (r["dev_accuracy"] if r["dev_accuracy"] is not None else -1.0, -r["latency_b1_p50_ms"])
-        cur = best.get(r["family"])
-        if cur is None or key > (cur["dev_accuracy"] if cur["dev_accuracy"] is not None else -1.0,
-                                 -cur["latency_b1_p50_ms"]):
-            best[r["family"]] = r
+    def key(r: dict) -> tuple[float, float]:
+        return (r["dev_accuracy"] if r["dev_accuracy"] is not None else -1.0, -r["latency_b1_p50_ms"])
+
+    best = {fam: max((r for r in rows if r["family"] == fam), key=key) for fam in {r["family"] for r in rows}}
     return [r for r in rows if best[r["family"]] is r]
 
 

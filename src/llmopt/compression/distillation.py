@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -184,11 +184,11 @@ class LogitStore:
         if stored is not None:
             keep = ~np.isin(new.view("V16").ravel(), stored[0].view("V16").ravel())
             new, logits = np.concatenate([stored[0], new[keep]]), np.concatenate([stored[1], logits[keep]])
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp.npz")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, digests=new, logits=logits.astype(np.float32))
-        os.replace(tmp, self.path)
+        from llmopt.fsutil import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.savez(buf, digests=new, logits=logits.astype(np.float32))
+        atomic_write_bytes(self.path, buf.getvalue())
 
 
 def _torch_logits(folder: Path, texts: list[str], batches: list[list[int]], out: np.ndarray, tok: Any,

@@ -233,7 +233,8 @@ def _entry_folder(entry: dict[str, Any], run_dir: Path) -> Path | None:
         rest = p.rsplit("/stages/", 1)[1]
         cands.append(run_dir / "stages" / rest)
         folder, _, inner = rest.partition("/")  # a stage moved in the recipe since: its folder by stage id
-        cands += [d / inner for d in sorted((run_dir / "stages").glob(f"[0-9]*-{folder.split('-', 1)[-1]}"))]
+        moved = _stage_dirs(run_dir).get(folder.split("-", 1)[-1])
+        cands += [moved / inner] if moved is not None else []
     return next((c for c in cands if c.exists()), None)
 
 

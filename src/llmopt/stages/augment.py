@@ -1,6 +1,6 @@
-"""augment stage: EDA (WordNet synonyms, insertion, swap, deletion), n-gram sampling and back-translation of the train split, a
-label-preservation filter, and two outputs — an augmented data artifact (`finetune` takes `data: <this id>`)
-and a transfer set for `distill` (`transfer: <this id>`)."""
+"""augment stage: EDA (WordNet synonyms, insertion, swap, deletion), n-gram sampling and back-translation of the
+train split, a label-preservation filter, and two outputs — an augmented data artifact (`finetune` takes
+`data: <this id>`) and a transfer set for `distill` (`transfer: <this id>`)."""
 
 from __future__ import annotations
 
